@@ -1,0 +1,34 @@
+# sar — quick start: `make train` (embedded synthetic default) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: install train test test-fast bench lint clean
+
+# The venv is (re)built when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+train: $(VENV)/.installed
+	$(PY) -m sar.train $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m sar.bench $(ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,0 +1,152 @@
+"""`python -m sar.bench [pipeline|step|train|all] [--write BENCHMARKS.md]`: the project's speed and accuracy figures.
+
+* ``pipeline``: top-down training pipeline (decode, augment, warp to 256x192, encode SAR targets) on the
+  real COCO sample images with 2 workers, samples/s.
+* ``step``: ResNet-50 at 256x192, batch 8, one training step (forward, loss, backward, Adam step), img/s,
+  heatmap head vs SAR head, and the SAR overhead in percent.
+* ``train``: the embedded default end to end (``python -m sar.train``) for the SAR and heatmap heads; reads
+  each run's ``metrics.json``.
+
+With ``--write FILE`` each section's table replaces the block between its markers in FILE, together with
+the exact command that produced it, so no figure is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SHARED_DATA = Path(os.environ.get("SAR_SHARED_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def bench_pipeline(seconds: float = 20.0, workers: int = 2) -> dict:
+    from sar.codecs import build_codec
+    from sar.data.bench_utils import pipeline_throughput
+    from sar.data.formats.coco import load_coco_instances
+    from sar.data.spec import load_spec
+    from sar.data.topdown import TopDownDataset
+    from sar.utils.config import default_augmentation
+
+    spec = load_spec("coco")
+    coco = SHARED_DATA / "coco"
+    records = load_coco_instances(coco / "test_coco.json", coco, spec)
+    records = (records * (400 // len(records) + 1))[:400]
+    codec = build_codec({"type": "sar", "input_size": [192, 256], "heatmap_size": [48, 64], "sigma": 2.0})
+    dataset = TopDownDataset(records, spec, codec, train=True, aug=default_augmentation(), seed=0)
+    rate = pipeline_throughput(dataset, num_workers=workers, batch_size=32, seconds=seconds)
+    return {"samples_per_s": round(rate, 1), "workers": workers, "records": len(records)}
+
+
+def bench_step(iters: int = 6, warmup: int = 2, batch: int = 8) -> dict:
+    from sar.models.losses import build_loss
+    from sar.models.pose_model import build_pose_model
+
+    torch.manual_seed(0)
+    results = {}
+    for head, loss_cfg, extra in (
+        ("heatmap", {"type": "mse"}, {}),
+        ("sar", {"type": "sar", "lambda_": 16.0, "aux_weight": 1.0}, {"with_heatmap": True}),
+    ):
+        cfg = {"backbone": {"timm_name": "resnet50", "pretrained": False}, "input_size": [192, 256],
+               "head": {"name": head, "deconv": {"num_layers": 3, "channels": 256}, **extra}}
+        model, (w, h) = build_pose_model(cfg, 17)
+        loss_fn = build_loss(loss_cfg)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        images = torch.randn(batch, 3, 256, 192)
+        targets = {"heatmap": torch.rand(batch, 17, h, w), "keypoint_weights": torch.ones(batch, 17),
+                   "keypoints_norm": torch.rand(batch, 17, 2)}
+        times = []
+        for i in range(warmup + iters):
+            t0 = time.perf_counter()
+            loss = loss_fn(model(images), targets)["total"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        times.sort()
+        median = times[len(times) // 2]
+        results[head] = round(batch / median, 3)
+    results["sar_overhead_pct"] = round(100.0 * (results["heatmap"] / results["sar"] - 1.0), 2)
+    results["batch"] = batch
+    return results
+
+
+def bench_train(extra: list[str]) -> dict:
+    out = {}
+    for head in ("sar", "heatmap"):
+        run_dir = Path("outputs") / "bench" / f"default-{head}"
+        cmd = [sys.executable, "-m", "sar.train", f"head={head}", f"hydra.run.dir={run_dir}", *extra]
+        t0 = time.time()
+        subprocess.run(cmd, check=True)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        out[head] = {"command": "python -m sar.train " + " ".join(cmd[3:]), "wall_s": round(time.time() - t0, 1),
+                     **{k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "kpt_error_px", "train_seconds")}}
+    return out
+
+
+def _table(section: str, result: dict) -> str:
+    if section == "pipeline":
+        return (f"| workers | samples/s | target |\n|---|---|---|\n"
+                f"| {result['workers']} | {result['samples_per_s']} | >= 105 |\n")
+    if section == "step":
+        return ("| head | img/s (batch 8, R50 256x192) |\n|---|---|\n"
+                f"| heatmap | {result['heatmap']} |\n| sar | {result['sar']} |\n\n"
+                f"SAR head + loss overhead over the heatmap head: {result['sar_overhead_pct']} % (target <= 5 %); "
+                "throughput target >= 0.9 img/s.\n")
+    rows = ["| head | AP | AP50 | AP75 | AR | kpt error (px) | train s | wall s | command |", "|---" * 9 + "|"]
+    for head, r in result.items():
+        rows.append(f"| {head} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} | {r['AR']:.3f} | "
+                    f"{r['kpt_error_px']:.2f} | {r['train_seconds']} | {r['wall_s']} | `{r['command']}` |")
+    return "\n".join(rows) + "\n"
+
+
+def write_section(path: Path, section: str, command: str, body: str) -> None:
+    start, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
+    block = f"{start}\nCommand: `{command}` ({time.strftime('%Y-%m-%d')}, {_machine()})\n\n{body}{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
+    else:
+        text = text.rstrip() + f"\n\n## {section}\n\n{block}\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sar.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("section", nargs="?", default="all", choices=["pipeline", "step", "train", "all"])
+    parser.add_argument("--write", type=Path, default=None, help="update this markdown file (BENCHMARKS.md)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="pipeline measuring time")
+    parser.add_argument("overrides", nargs="*", help="extra sar.train overrides for the train section")
+    args = parser.parse_args(argv)
+    sections = ["pipeline", "step", "train"] if args.section == "all" else [args.section]
+    for section in sections:
+        if section == "pipeline":
+            result = bench_pipeline(args.seconds)
+        elif section == "step":
+            result = bench_step()
+        else:
+            result = bench_train(args.overrides)
+        print(json.dumps({section: result}, indent=2))
+        if args.write:
+            cmd = "python -m sar.bench " + section + " --write " + str(args.write)
+            if section == "train" and args.overrides:
+                cmd += " " + " ".join(args.overrides)
+            write_section(args.write, section, cmd, _table(section, result))
+
+
+if __name__ == "__main__":
+    main()

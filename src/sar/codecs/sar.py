@@ -1,0 +1,113 @@
+"""SAR codec: normalised keypoint targets + auxiliary MSRA heatmap; argmax-of-selector decoding.
+
+sar-method.md section 2. The SAR head predicts, per keypoint ``k`` and grid cell ``t = (i, j)``:
+
+* a selector logit ``s_t``, turned into weights ``w_t = sigmoid(s_t) / sum_t' sigmoid(s_t')``;
+* an offset ``o_t`` in normalised units (fractions of the map width / height), giving the hypothesis
+  ``K_t = p_t - o_t`` with the grid position ``p_t = (j / W, i / H)``.
+
+Normalised coordinates are input pixels divided by the input size, ``(x / w, y / h)``, which is the same
+frame as ``p`` because cell ``j`` stands for input pixel ``j * w / W`` (MSRA convention, no UDP).
+
+Decoding takes ``t* = argmax_t w_t``, returns ``K_{t*}`` in input pixels and the score ``max_t w_t``
+(a normalised weight, not a heatmap value). The auxiliary heatmap is not used at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sar.codecs.heatmap import gaussian_targets, keypoint_weights
+
+__all__ = ["SARCodec", "sar_grid"]
+
+
+def sar_grid(
+    width: int, height: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Normalised cell positions (2,H,W): channel 0 is ``j / W``, channel 1 is ``i / H``."""
+    xs = torch.arange(width, device=device, dtype=dtype) / width
+    ys = torch.arange(height, device=device, dtype=dtype) / height
+    return torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)], dim=0)
+
+
+class SARCodec:
+    """SAR codec.
+
+    Args:
+        input_size: crop-input size ``(w, h)`` in pixels.
+        heatmap_size: SAR grid / auxiliary heatmap size ``(W, H)``.
+        sigma: sigma (map cells) of the auxiliary MSRA heatmap target, centred on ``int(x / stride + 0.5)``.
+            The released configs use 3 (96x72 maps).
+    """
+
+    def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 3.0) -> None:
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+        if min(self.input_size) <= 0 or min(self.heatmap_size) <= 0:
+            raise ValueError(f"sizes must be positive: input {self.input_size}, heatmap {self.heatmap_size}")
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        self.sigma = float(sigma)
+        self.stride = (
+            self.input_size[0] / self.heatmap_size[0],
+            self.input_size[1] / self.heatmap_size[1],
+        )
+
+    def __repr__(self) -> str:
+        return f"SARCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, sigma={self.sigma})"
+
+    # -- encoding ----------------------------------------------------------------------------------
+    def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
+        """Targets for one instance.
+
+        Returns ``keypoints_norm`` (K,2) = keypoints / input_size (0 where the weight is 0),
+        ``heatmap`` (K,H,W) MSRA Gaussian at the rounded centre, and ``keypoint_weights`` (K,).
+        """
+        kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+        centres = np.trunc(kp / np.asarray(self.stride) + 0.5)
+        weights = keypoint_weights(centres, visible, self.heatmap_size, 3.0 * self.sigma)
+        norm = np.where(weights[:, None] > 0, kp / np.asarray(self.input_size, dtype=np.float64), 0.0)
+        heatmap = gaussian_targets(centres, weights, self.heatmap_size, self.sigma, truncate=True)
+        return {"keypoints_norm": norm.astype(np.float32), "heatmap": heatmap, "keypoint_weights": weights}
+
+    # -- decoding ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints (B,K,2) input px, scores (B,K) from ``logits`` (B,K,H,W), ``offsets`` (B,K,2,H,W)."""
+        logits = outputs["logits"].float()
+        offsets = outputs["offsets"].float()
+        b, k, h, w = logits.shape
+        flat = logits.flatten(2)  # (B,K,HW)
+        best, idx = flat.max(dim=-1)  # argmax on logits: sigmoid is monotonic but saturates in float32
+        scores = torch.sigmoid(best) / torch.sigmoid(flat).sum(dim=-1)
+        off = offsets.flatten(3).gather(3, idx[:, :, None, None].expand(b, k, 2, 1)).squeeze(-1)  # (B,K,2)
+        cell = torch.stack([(idx % w).to(off.dtype) / w, (idx // w).to(off.dtype) / h], dim=-1)
+        coords = (cell - off) * off.new_tensor(self.input_size)
+        return coords, scores
+
+    @torch.no_grad()
+    def decode_flip(
+        self,
+        outputs: dict[str, torch.Tensor],
+        flipped_outputs: dict[str, torch.Tensor],
+        flip_indices: Sequence[int] | torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flip test at coordinate level (as the official head).
+
+        Both passes are decoded independently. The mirrored pass's x (input pixels) is mapped back exactly
+        with ``x -> w - 1 - x`` (the official ``1 - x - 1/(4W)`` in normalised units, generalised from
+        stride 4 to any stride: ``1 - x - 1/w``), keypoints are permuted with ``flip_indices`` (keypoint
+        ``k`` takes the mirrored pass's ``flip_indices[k]``), and coordinates and scores are averaged.
+        """
+        coords, scores = self.decode(outputs)
+        f_coords, f_scores = self.decode(flipped_outputs)
+        index = torch.as_tensor(flip_indices, dtype=torch.long, device=coords.device)
+        f_coords = f_coords.index_select(1, index)
+        f_scores = f_scores.index_select(1, index)
+        f_x = (self.input_size[0] - 1) - f_coords[..., 0]
+        f_coords = torch.stack([f_x, f_coords[..., 1]], dim=-1)
+        return 0.5 * (coords + f_coords), 0.5 * (scores + f_scores)

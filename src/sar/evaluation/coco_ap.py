@@ -1,0 +1,398 @@
+"""COCO keypoint AP/AR: instance rescoring, OKS-NMS and the official COCOeval (pycocotools or faster-coco-eval).
+
+Pipeline of :meth:`CocoEvaluator.evaluate` (the MMPose ``CocoMetric`` defaults used by SAR, sar-method §2.3):
+
+1. **Rescoring** (:func:`instance_score`). With ``score_mode="bbox_keypoint"`` the instance score is
+   ``bbox_score * mean(keypoint scores > kpt_score_thr)``. *Pitfall (sar-method §2.3):* if no keypoint score
+   exceeds the threshold, the mean is taken as 0 and the instance score is **0**. Such instances are *kept*
+   (they still count as detections, ranked last); a warning reports how many there were. SAR keypoint scores
+   are normalised spatial weights ``max_t w_t`` rather than heatmap peaks, so they can all fall below 0.2.
+   ``"bbox"`` uses the bbox score only, ``"keypoint"`` the plain mean of all keypoint scores.
+2. **OKS-NMS** per image (:func:`oks_nms`, greedy, highest score kept, threshold 0.9 by default).
+3. **COCOeval** with ``iouType="keypoints"`` and ``params.kpt_oks_sigmas`` set to the given sigmas (any K).
+
+OKS between two *predictions* (used by NMS, :func:`oks_iou`) follows MMPose: all K keypoints count, the scale
+is the mean of both areas, ``oks = mean_k exp(-d_k^2 / (2 * s^2 * (2 sigma_k)^2))`` with
+``s^2 = (area_a + area_b) / 2``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sar.evaluation.keypoint_error import load_coco_dict
+from sar.evaluation.results import write_json_atomic
+
+__all__ = [
+    "METRIC_NAMES",
+    "CocoEvaluator",
+    "instance_score",
+    "oks_iou",
+    "oks_nms",
+    "pairwise_oks",
+]
+
+log = logging.getLogger(__name__)
+
+ScoreMode = Literal["bbox_keypoint", "bbox", "keypoint"]
+Backend = Literal["pycocotools", "faster_coco_eval"]
+
+#: Metric names in the order of ``COCOeval.stats`` for ``iouType="keypoints"``.
+METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
+
+_EPS = float(np.spacing(1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rescoring
+# ---------------------------------------------------------------------------------------------------------------
+def instance_score(
+    keypoint_scores: np.ndarray | Sequence[float],
+    bbox_score: float,
+    score_mode: ScoreMode = "bbox_keypoint",
+    kpt_score_thr: float = 0.2,
+) -> float:
+    """Score of one instance from its keypoint scores and its bbox score.
+
+    - ``"bbox_keypoint"``: ``bbox_score * mean(s_k for s_k > kpt_score_thr)``, and **0.0 when no keypoint
+      score exceeds the threshold** (MMPose behaviour, kept on purpose for comparability).
+    - ``"bbox"``: ``bbox_score``.
+    - ``"keypoint"``: mean of all keypoint scores (0.0 for K = 0).
+    """
+    scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1)
+    if score_mode == "bbox":
+        return float(bbox_score)
+    if score_mode == "keypoint":
+        return float(scores.mean()) if scores.size else 0.0
+    if score_mode == "bbox_keypoint":
+        valid = scores[scores > kpt_score_thr]
+        mean_kpt = float(valid.mean()) if valid.size else 0.0
+        return float(bbox_score) * mean_kpt
+    raise ValueError(f"unknown score_mode {score_mode!r}; expected 'bbox_keypoint', 'bbox' or 'keypoint'")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OKS between predictions and OKS-NMS
+# ---------------------------------------------------------------------------------------------------------------
+def _as_sigmas(sigmas: Any) -> np.ndarray:
+    """Accept an array-like of sigmas or any object with a ``.sigmas`` attribute (e.g. ``KeypointSpec``)."""
+    sig = getattr(sigmas, "sigmas", sigmas)
+    if sig is None:
+        raise ValueError("OKS sigmas are required (the keypoint spec has none)")
+    arr = np.asarray(sig, dtype=np.float64).reshape(-1)
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError(f"OKS sigmas must be finite and positive, got {arr}")
+    return arr
+
+
+def oks_iou(
+    kpts_a: np.ndarray,
+    kpts_b: np.ndarray,
+    area_a: float,
+    areas_b: np.ndarray | Sequence[float] | float,
+    sigmas: np.ndarray | Sequence[float],
+    vis_thr: float | None = None,
+) -> np.ndarray:
+    """OKS between one prediction ``kpts_a`` (K, 2|3) and N predictions ``kpts_b`` (N, K, 2|3) or (K, 2|3).
+
+    ``s^2 = (area_a + area_b) / 2``; ``oks = mean_k exp(-|a_k - b_k|^2 / (2 s^2 (2 sigma_k)^2))`` over all
+    keypoints, or, when ``vis_thr`` is given, over the keypoints whose scores (column 2) exceed ``vis_thr`` in
+    both predictions (OKS 0 when there are none). Returns an array of shape (N,).
+    """
+    a = np.asarray(kpts_a, dtype=np.float64)
+    b = np.asarray(kpts_b, dtype=np.float64)
+    if b.ndim == 2:
+        b = b[None]
+    areas = np.broadcast_to(np.asarray(areas_b, dtype=np.float64), (b.shape[0],))
+    sig = _as_sigmas(sigmas)
+    if a.shape[0] != sig.size or b.shape[1] != sig.size:
+        raise ValueError(f"keypoint count mismatch: a {a.shape}, b {b.shape}, sigmas {sig.size}")
+    var = (2.0 * sig) ** 2
+    d2 = ((b[..., :2] - a[None, :, :2]) ** 2).sum(-1)  # (N, K)
+    scale = (float(area_a) + areas) / 2.0 + _EPS  # (N,)
+    e = np.exp(-d2 / var[None, :] / scale[:, None] / 2.0)
+    if vis_thr is None:
+        return e.mean(axis=1)
+    mask = (a[None, :, 2] > vis_thr) & (b[..., 2] > vis_thr)
+    n = mask.sum(axis=1)
+    return np.where(n > 0, (e * mask).sum(axis=1) / np.maximum(n, 1), 0.0)
+
+
+def pairwise_oks(
+    kpts: np.ndarray,
+    areas: np.ndarray | Sequence[float],
+    sigmas: np.ndarray | Sequence[float],
+    vis_thr: float | None = None,
+) -> np.ndarray:
+    """Symmetric (N, N) OKS matrix between N predictions ``kpts`` (N, K, 2|3) with areas (N,); see :func:`oks_iou`."""
+    k = np.asarray(kpts, dtype=np.float64)
+    ar = np.asarray(areas, dtype=np.float64).reshape(-1)
+    sig = _as_sigmas(sigmas)
+    if k.ndim != 3 or k.shape[1] != sig.size or ar.size != k.shape[0]:
+        raise ValueError(f"bad shapes: kpts {k.shape}, areas {ar.shape}, sigmas {sig.size}")
+    var = (2.0 * sig) ** 2
+    d2 = ((k[:, None, :, :2] - k[None, :, :, :2]) ** 2).sum(-1)  # (N, N, K)
+    scale = (ar[:, None] + ar[None, :]) / 2.0 + _EPS  # (N, N)
+    e = np.exp(-d2 / var / scale[..., None] / 2.0)
+    if vis_thr is None:
+        return e.mean(axis=-1)
+    vis = k[..., 2] > vis_thr
+    mask = vis[:, None, :] & vis[None, :, :]
+    n = mask.sum(-1)
+    return np.where(n > 0, (e * mask).sum(-1) / np.maximum(n, 1), 0.0)
+
+
+def oks_nms(
+    preds: Sequence[Mapping[str, Any]],
+    thr: float = 0.9,
+    sigmas: np.ndarray | Sequence[float] | None = None,
+    score_key: str = "score",
+    vis_thr: float | None = None,
+) -> list[int]:
+    """Greedy OKS-NMS, run independently per ``image_id``.
+
+    Within each image, predictions are visited in decreasing ``preds[i][score_key]`` (stable: ties keep input
+    order); a prediction is kept unless its OKS (:func:`pairwise_oks`) with an already kept one is ``> thr``.
+
+    Args:
+        preds: records with ``image_id``, ``keypoints`` (K, 2|3), ``area`` and ``score_key``.
+        thr: suppression threshold on OKS.
+        sigmas: per-keypoint OKS sigmas (K,).
+        score_key: record key holding the instance score.
+        vis_thr: optional keypoint-score threshold, see :func:`oks_iou`.
+
+    Returns:
+        Sorted indices (into ``preds``) of the kept predictions.
+    """
+    if sigmas is None:
+        raise ValueError("oks_nms needs OKS sigmas")
+    sig = _as_sigmas(sigmas)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(preds):
+        groups[int(p["image_id"])].append(i)
+
+    keep: list[int] = []
+    for idx in groups.values():
+        if len(idx) == 1:
+            keep.extend(idx)
+            continue
+        kpts = np.stack([np.asarray(preds[i]["keypoints"], dtype=np.float64) for i in idx])
+        areas = np.array([float(preds[i]["area"]) for i in idx])
+        scores = np.array([float(preds[i][score_key]) for i in idx])
+        oks = pairwise_oks(kpts, areas, sig, vis_thr=vis_thr)
+        suppressed = np.zeros(len(idx), dtype=bool)
+        for j in np.argsort(-scores, kind="stable"):
+            if suppressed[j]:
+                continue
+            keep.append(idx[j])
+            suppressed |= oks[j] > thr
+    return sorted(keep)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluator
+# ---------------------------------------------------------------------------------------------------------------
+class CocoEvaluator:
+    """Top-down COCO keypoint evaluation (rescoring, OKS-NMS, COCOeval) with results-json output.
+
+    Args:
+        ann_file: COCO keypoint ground truth, a path or an in-memory dict (deep-copied here).
+        sigmas: OKS sigmas (K,), or an object with a ``.sigmas`` attribute such as ``KeypointSpec``.
+        use_nms: apply per-image OKS-NMS before evaluation.
+        nms_thr: OKS-NMS threshold.
+        kpt_score_thr: keypoint-score threshold of ``score_mode="bbox_keypoint"``.
+        score_mode: ``"bbox_keypoint"`` (default, see module docstring for the zero-score pitfall), ``"bbox"`` or
+            ``"keypoint"``.
+        backend: ``"pycocotools"`` (``COCOeval``) or ``"faster_coco_eval"`` (``COCOeval_faster``); both give the
+            same numbers.
+        category_id: category written into results; defaults to the first category of the ground truth (1 for
+            COCO).
+
+    Attributes:
+        last_log: text captured from the COCO API during the last :meth:`evaluate`.
+        last_results: the COCO results list evaluated by the last :meth:`evaluate`.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | os.PathLike[str] | Mapping[str, Any],
+        sigmas: Any,
+        use_nms: bool = True,
+        nms_thr: float = 0.9,
+        kpt_score_thr: float = 0.2,
+        score_mode: ScoreMode = "bbox_keypoint",
+        backend: Backend = "pycocotools",
+        category_id: int | None = None,
+    ) -> None:
+        if score_mode not in ("bbox_keypoint", "bbox", "keypoint"):
+            raise ValueError(f"unknown score_mode {score_mode!r}")
+        if backend not in ("pycocotools", "faster_coco_eval"):
+            raise ValueError(f"unknown backend {backend!r}; expected 'pycocotools' or 'faster_coco_eval'")
+        self.sigmas = _as_sigmas(sigmas)
+        self.num_keypoints = int(self.sigmas.size)
+        self.use_nms = use_nms
+        self.nms_thr = float(nms_thr)
+        self.kpt_score_thr = float(kpt_score_thr)
+        self.score_mode: ScoreMode = score_mode
+        self.backend: Backend = backend
+        self.ann_source = ann_file if not isinstance(ann_file, Mapping) else "<dict>"
+
+        gt = copy.deepcopy(load_coco_dict(ann_file))
+        for key in ("images", "annotations", "categories"):
+            if key not in gt:
+                raise ValueError(f"{self.ann_source}: COCO annotation file lacks '{key}'")
+        for ann in gt["annotations"]:
+            if "keypoints" in ann and len(ann["keypoints"]) != 3 * self.num_keypoints:
+                raise ValueError(
+                    f"{self.ann_source}: annotation {ann.get('id')} has {len(ann['keypoints']) // 3} keypoints, "
+                    f"but {self.num_keypoints} sigmas were given"
+                )
+        self._gt_dict = gt
+        self.image_ids = frozenset(int(img["id"]) for img in gt["images"])
+        if category_id is None:
+            category_id = int(min(gt["categories"], key=lambda c: c["id"])["id"]) if gt["categories"] else 1
+        self.category_id = int(category_id)
+        self.last_log = ""
+        self.last_results: list[dict[str, Any]] = []
+        self._coco_gt = self._load_gt()
+
+    # -- ground truth --------------------------------------------------------------------------------------------
+    def _load_gt(self) -> Any:
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            if self.backend == "pycocotools":
+                from pycocotools.coco import COCO
+
+                coco = COCO()
+                coco.dataset = self._gt_dict
+                coco.createIndex()
+            else:
+                from faster_coco_eval import COCO as FastCOCO
+
+                coco = FastCOCO(self._gt_dict)
+        return coco
+
+    # -- predictions -> COCO results -----------------------------------------------------------------------------
+    def format_results(self, preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Rescore, (optionally) OKS-NMS and convert prediction records to the COCO results format.
+
+        Returns a list of ``{"image_id", "category_id", "keypoints": flat [x, y, s] * K, "score"}``.
+        """
+        instances: list[dict[str, Any]] = []
+        n_zero = 0
+        for i, p in enumerate(preds):
+            image_id = int(p["image_id"])
+            if image_id not in self.image_ids:
+                raise ValueError(f"prediction {i}: image_id {image_id} is not in {self.ann_source}")
+            kpts = np.asarray(p["keypoints"], dtype=np.float64)
+            if kpts.shape != (self.num_keypoints, 3):
+                raise ValueError(
+                    f"prediction {i}: keypoints must have shape ({self.num_keypoints}, 3) "
+                    f"(x, y, score in image px), got {kpts.shape}"
+                )
+            score = instance_score(kpts[:, 2], float(p["bbox_score"]), self.score_mode, self.kpt_score_thr)
+            if self.score_mode == "bbox_keypoint" and not np.any(kpts[:, 2] > self.kpt_score_thr):
+                n_zero += 1
+            instances.append(
+                {"image_id": image_id, "keypoints": kpts, "area": float(p["area"]), "score": score}
+            )
+        if n_zero:
+            log.warning(
+                "%d/%d instances have no keypoint score > %.3g and get score 0 (score_mode='bbox_keypoint')",
+                n_zero,
+                len(instances),
+                self.kpt_score_thr,
+            )
+        if self.use_nms and instances:
+            instances = [instances[i] for i in oks_nms(instances, self.nms_thr, self.sigmas)]
+        return [
+            {
+                "image_id": inst["image_id"],
+                "category_id": self.category_id,
+                "keypoints": inst["keypoints"].reshape(-1).tolist(),
+                "score": float(inst["score"]),
+            }
+            for inst in instances
+        ]
+
+    # -- COCOeval ------------------------------------------------------------------------------------------------
+    def _empty_results_coco(self) -> Any:
+        """A results COCO object with no annotations (``loadRes`` of pycocotools cannot take an empty list)."""
+        if self.backend == "pycocotools":
+            from pycocotools.coco import COCO
+        else:
+            from faster_coco_eval import COCO
+        dt = COCO()
+        dt.dataset = {
+            "images": list(self._gt_dict["images"]),
+            "categories": copy.deepcopy(self._gt_dict["categories"]),
+            "annotations": [],
+        }
+        dt.createIndex()
+        return dt
+
+    def compute_stats(self, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """Run COCOeval (keypoints) on a COCO results list and return :data:`METRIC_NAMES` -> float.
+
+        As in COCOeval, a value is -1 where the corresponding ground truth is empty (e.g. no medium persons).
+        """
+        buf = io.StringIO()
+        anns = copy.deepcopy(list(results))  # loadRes mutates the records (adds area, bbox, id)
+        with redirect_stdout(buf):
+            if self.backend == "pycocotools":
+                from pycocotools.cocoeval import COCOeval
+
+                coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
+                ev = COCOeval(self._coco_gt, coco_dt, iouType="keypoints")
+                ev.params.kpt_oks_sigmas = self.sigmas.copy()
+            else:
+                from faster_coco_eval import COCOeval_faster
+
+                coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
+                ev = COCOeval_faster(
+                    self._coco_gt,
+                    coco_dt,
+                    iouType="keypoints",
+                    kpt_oks_sigmas=self.sigmas.copy(),
+                    print_function=lambda *args, **_: print(*args, file=buf),
+                )
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        self.last_log = buf.getvalue()
+        stats = np.asarray(ev.stats, dtype=np.float64)
+        return {name: float(stats[i]) for i, name in enumerate(METRIC_NAMES)}
+
+    def evaluate(
+        self,
+        preds: Sequence[Mapping[str, Any]],
+        out_dir: str | os.PathLike[str] | None = None,
+        prefix: str = "results",
+    ) -> dict[str, float]:
+        """Evaluate prediction records; write ``<out_dir>/<prefix>_keypoints.json`` (atomically) if ``out_dir``.
+
+        Args:
+            preds: records ``{"image_id", "ann_id", "keypoints": (K, 3) image px + score, "bbox_score", "area"}``.
+                Images without predictions are fine; an empty list gives AP = AR = 0.
+            out_dir: directory for the results json, or None to skip writing.
+            prefix: file name prefix.
+
+        Returns:
+            ``{"AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL"}`` as floats in [0, 1]
+            (-1 where the ground truth has no instance of that area range).
+        """
+        results = self.format_results(preds)
+        self.last_results = results
+        if out_dir is not None:
+            write_json_atomic(results, Path(out_dir) / f"{prefix}_keypoints.json")
+        return self.compute_stats(results)

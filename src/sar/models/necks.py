@@ -1,0 +1,66 @@
+"""Necks between the backbone and the head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DeconvNeck"]
+
+_DECONV_CFG: dict[int, tuple[int, int]] = {
+    4: (1, 0),
+    3: (1, 1),
+    2: (0, 0),
+}  # kernel -> (padding, output_padding)
+
+
+class DeconvNeck(nn.Module):
+    """SimpleBaseline deconvolution stack: ``num_layers`` x (ConvTranspose2d stride 2, no bias, BN, ReLU).
+
+    Each layer doubles the resolution. Weights Normal(0, 0.001), BN weight 1 and bias 0 (sar-method.md 2.1).
+    ``num_layers=0`` is the identity (``out_channels == in_channels``). The input may be a tensor or a list of
+    feature maps (the last one is used).
+    """
+
+    def __init__(self, in_channels: int, num_layers: int = 3, channels: int = 256, kernel: int = 4) -> None:
+        super().__init__()
+        if kernel not in _DECONV_CFG:
+            raise ValueError(f"deconv kernel must be one of {sorted(_DECONV_CFG)}, got {kernel}")
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        padding, output_padding = _DECONV_CFG[kernel]
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for _ in range(num_layers):
+            layers += [
+                nn.ConvTranspose2d(
+                    c_in,
+                    channels,
+                    kernel,
+                    stride=2,
+                    padding=padding,
+                    output_padding=output_padding,
+                    bias=False,
+                ),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            ]
+            c_in = channels
+        self.layers = nn.Sequential(*layers)
+        self.in_channels = in_channels
+        self.out_channels = c_in
+        self.num_layers = num_layers
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if isinstance(x, (list, tuple)):
+            x = x[-1]
+        return self.layers(x)

@@ -1,0 +1,59 @@
+"""PoseModel: backbone -> neck -> head, forward only (raw head tensors out), so it exports cleanly.
+
+`build_pose_model(cfg, num_keypoints)` reads the `backbone`, `head` and `input_size` config groups and also
+returns the output stride and map size, which the codec needs: the codec is built from the very same
+numbers, so input size and map size cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from sar.models.backbones import build_backbone
+from sar.models.heads.heatmap import HeatmapHead
+from sar.models.heads.sar import SARHead
+from sar.models.necks import DeconvNeck
+
+
+class PoseModel(nn.Module):
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, stride: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.stride = stride
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.backbone(images)[-1]
+        return self.head(self.neck(features))
+
+
+def _build_head(head_cfg: Mapping[str, Any], in_channels: int, num_keypoints: int) -> nn.Module:
+    name = head_cfg["name"]
+    if name == "sar":
+        return SARHead(in_channels, num_keypoints, with_heatmap=bool(head_cfg.get("with_heatmap", True)))
+    if name == "heatmap":
+        return HeatmapHead(in_channels, num_keypoints)
+    raise ValueError(f"unknown head '{name}' (known: sar, heatmap)")
+
+
+def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseModel, tuple[int, int]]:
+    """Build the network; returns it with the output map size (W, H) for the configured input size."""
+    bcfg, hcfg = cfg["backbone"], cfg["head"]
+    backbone = build_backbone(bcfg["timm_name"], pretrained=bcfg.get("pretrained", False))
+    deconv = hcfg.get("deconv") or {}
+    num_layers = int(deconv.get("num_layers", 0))
+    neck = DeconvNeck(backbone.channels[-1], num_layers=num_layers, channels=int(deconv.get("channels", 256)))
+    stride_in = int(backbone.strides[-1])
+    if stride_in % (2**num_layers):
+        raise ValueError(f"backbone stride {stride_in} is not divisible by 2^{num_layers} deconvolutions")
+    stride = stride_in // (2**num_layers)
+    w, h = (int(v) for v in cfg["input_size"])
+    if w % stride or h % stride:
+        raise ValueError(f"input_size {w}x{h} must be a multiple of the output stride {stride}")
+    head = _build_head(hcfg, neck.out_channels, num_keypoints)
+    return PoseModel(backbone, neck, head, stride), (w // stride, h // stride)

@@ -1,0 +1,141 @@
+"""Top-down LightningModule: PoseModel + loss + codec; validation decodes, maps to image space, evaluates.
+
+The checkpoint carries the resolved config (``hyper_parameters["cfg"]``), so `evaluate`/`predict`/`export`
+can rebuild the model and its codec from the file alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from sar.codecs import build_codec
+from sar.data.spec import load_spec
+from sar.evaluation.coco_ap import CocoEvaluator
+from sar.evaluation.keypoint_error import keypoint_error
+from sar.models.losses import build_loss
+from sar.models.pose_model import build_pose_model
+
+log = logging.getLogger(__name__)
+
+
+def apply_affine(matrices: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Apply per-sample (B,2,3) affine matrices to (B,K,2) points."""
+    return torch.einsum("bij,bkj->bki", matrices[:, :, :2], points) + matrices[:, None, :, 2]
+
+
+def lr_factor(step: int, warmup_iters: int, warmup_ratio: float, total_steps: int, scheduler: str,
+              milestone_steps: list[int], gamma: float) -> float:
+    """Learning-rate multiplier at an optimiser step: linear warm-up, then cosine or step decay."""
+    factor = 1.0
+    if scheduler == "cosine":
+        progress = min(max(step, 0) / max(total_steps, 1), 1.0)
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif scheduler == "multistep":
+        factor = gamma ** sum(step >= m for m in milestone_steps)
+    elif scheduler != "none":
+        raise ValueError(f"unknown scheduler '{scheduler}' (cosine, multistep, none)")
+    if warmup_iters > 0 and step < warmup_iters:
+        factor *= warmup_ratio + (1.0 - warmup_ratio) * step / warmup_iters
+    return factor
+
+
+class TopDownSystem(pl.LightningModule):
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg})
+        self.cfg = cfg
+        self.spec = load_spec(cfg["dataset"]["spec"])
+        self.model, self.heatmap_size = build_pose_model(cfg, self.spec.num_keypoints)
+        codec_cfg = dict(cfg["head"]["codec"], input_size=list(cfg["input_size"]), heatmap_size=list(self.heatmap_size))
+        self.codec = build_codec(codec_cfg)
+        self.loss = build_loss(cfg["head"]["loss"])
+        self.flip_test = bool(cfg["task"].get("flip_test", True))
+        self.register_buffer("flip_indices", torch.as_tensor(self.spec.flip_indices, dtype=torch.long), persistent=False)
+        self._preds: dict[int, list[dict]] = {}
+        self.results_dir: Path | None = None  # set to write the COCO results json on validation
+        self.last_metrics: dict[str, float] = {}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(images)
+
+    # -- training ----------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.model(batch["image"])
+        losses = self.loss(outputs, batch["targets"])
+        bs = batch["image"].shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name == "total", batch_size=bs)
+        return losses["total"]
+
+    # -- inference ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_crops(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints (B,K,2) in crop-input pixels and scores (B,K), with flip test when configured."""
+        outputs = self.model(images)
+        if not self.flip_test:
+            return self.codec.decode(outputs)
+        flipped = self.model(images.flip(-1))
+        return self.codec.decode_flip(outputs, flipped, self.flip_indices.tolist())
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        keypoints, scores = self.predict_crops(batch["image"])
+        meta = batch["meta"]
+        in_image = apply_affine(meta["inv_warp"].to(keypoints), keypoints.float())
+        kpts = torch.cat([in_image, scores.float()[..., None]], dim=-1).cpu().numpy()
+        for i in range(kpts.shape[0]):
+            self._preds.setdefault(dataloader_idx, []).append({
+                "image_id": int(meta["image_id"][i]),
+                "ann_id": int(meta["ann_id"][i]),
+                "keypoints": kpts[i].astype(np.float64),
+                "bbox_score": float(meta["bbox_score"][i]),
+                "area": float(meta["area"][i]),
+            })
+
+    def on_validation_epoch_start(self) -> None:
+        self._preds = {}
+
+    def on_validation_epoch_end(self) -> None:
+        dm = self.trainer.datamodule
+        if not self._preds:
+            return
+        ev = self.cfg["task"]["evaluation"]
+        evaluator = CocoEvaluator(
+            dm.val_ann_file, self.spec.sigmas, use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]),
+            kpt_score_thr=float(ev["kpt_score_thr"]), score_mode=str(ev["score_mode"]),
+        )
+        metrics = evaluator.evaluate(self._preds[0], self.results_dir, prefix="results")
+        gt_loader = max(self._preds)  # GT-box loader is the last one
+        metrics["kpt_error_px"] = float(keypoint_error(self._preds[gt_loader], dm.val_ann_file))
+        self.last_metrics = {k: float(v) for k, v in metrics.items()}
+        for name, value in self.last_metrics.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("AP", "kpt_error_px"), add_dataloader_idx=False)
+        self._preds = {}
+
+    # -- optimisation ------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.cfg["optim"]
+        params = [p for p in self.parameters() if p.requires_grad]
+        if o["name"] == "adam":
+            optimizer = torch.optim.Adam(params, lr=float(o["lr"]), weight_decay=float(o.get("weight_decay", 0.0)))
+        elif o["name"] == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=float(o["lr"]), weight_decay=float(o.get("weight_decay", 0.01)))
+        else:
+            raise ValueError(f"unknown optimiser '{o['name']}' (adam, adamw)")
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        steps_per_epoch = max(total // epochs, 1)
+        milestone_steps = [int(m) * steps_per_epoch for m in o.get("milestones", [])]
+
+        def fn(step: int) -> float:
+            return lr_factor(step, int(o.get("warmup_iters", 0)), float(o.get("warmup_ratio", 0.001)), total,
+                             str(o.get("scheduler", "none")), milestone_steps, float(o.get("gamma", 0.1)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,102 @@
+"""`python -m sar.train [overrides]`: train and evaluate one run (or a Hydra multirun sweep with -m).
+
+Everything a run produces lands in its run directory (``hydra.run.dir``): ``config.yaml`` (resolved),
+``checkpoints/`` (best by the task's monitored metric, plus ``last.ckpt``), logger files, the COCO results
+json of the final evaluation and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+
+from sar.data.datamodule import TopDownDataModule
+from sar.evaluation.results import write_metrics
+from sar.systems.topdown import TopDownSystem
+from sar.utils.config import print_config, save_config, to_container
+from sar.utils.loggers import build_logger
+
+log = logging.getLogger("sar.train")
+
+TRAINER_KEYS = (
+    "accelerator", "devices", "num_nodes", "strategy", "precision", "max_epochs", "max_steps", "max_time",
+    "check_val_every_n_epoch", "val_check_interval", "log_every_n_steps", "gradient_clip_val",
+    "accumulate_grad_batches", "num_sanity_val_steps", "limit_train_batches", "limit_val_batches",
+    "deterministic", "benchmark",
+)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
+    """`last` means this run directory's last.ckpt (None when there is none yet); else a path or None."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = ckpt_dir / "last.ckpt"
+        return str(last) if last.exists() else None
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"ckpt_path {path} does not exist")
+    return str(path)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print_config(cfg)
+    save_config(cfg, run_dir)
+    pl.seed_everything(int(cfg.seed), workers=True)
+    config = to_container(cfg)
+
+    system = TopDownSystem(config)
+    datamodule = TopDownDataModule(
+        config["dataset"], system.spec, system.codec, config["task"]["augmentation"],
+        padding=float(config["task"].get("padding", 1.25)), seed=int(cfg.seed),
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    monitor = config["task"]["monitor"]
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, monitor=monitor, mode=config["task"]["monitor_mode"], save_last=True, save_top_k=1,
+        filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+    )
+    trainer_kwargs = {k: v for k, v in config["trainer"].items() if k in TRAINER_KEYS and v is not None}
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir),
+        logger=build_logger(config["logger"], run_dir, str(cfg.run_name), config),
+        callbacks=[checkpoint, RichProgressBar(), LearningRateMonitor(logging_interval="step")],
+        **trainer_kwargs,
+    )
+    start = time.time()
+    trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir))
+    train_seconds = time.time() - start
+
+    result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
+    if cfg.get("final_eval", True):
+        best = checkpoint.best_model_path or str(ckpt_dir / "last.ckpt")
+        system.results_dir = run_dir
+        trainer.validate(system, datamodule=datamodule, ckpt_path=best, verbose=False)
+        result.update(system.last_metrics)
+        result["checkpoint"] = best
+    result["epochs"] = int(trainer.current_epoch)
+    result["global_step"] = int(trainer.global_step)
+    if trainer.is_global_zero:
+        path = write_metrics(result, run_dir)
+        log.info("metrics written to %s: %s", path, {k: v for k, v in result.items() if isinstance(v, float)})
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = run(cfg, run_dir)
+    return result.get(str(cfg.task.monitor).split("/")[-1])
+
+
+if __name__ == "__main__":
+    main()

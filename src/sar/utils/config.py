@@ -1,0 +1,43 @@
+"""Config helpers: print the resolved config as a Rich tree and save it next to the run's outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich import print as rprint
+from rich.syntax import Syntax
+from rich.tree import Tree
+
+GROUP_ORDER = ("task", "dataset", "backbone", "head", "trainer", "logger", "optim")
+
+
+def print_config(cfg: DictConfig) -> None:
+    """Print the resolved config, one branch per config group (the rest under 'run')."""
+    tree = Tree("[bold]config[/bold]")
+    rest = {k: v for k, v in cfg.items() if k not in GROUP_ORDER}
+    for name in GROUP_ORDER:
+        if name in cfg:
+            branch = tree.add(f"[bold cyan]{name}[/bold cyan]")
+            branch.add(Syntax(OmegaConf.to_yaml(cfg[name], resolve=True), "yaml"))
+    tree.add("[bold cyan]run[/bold cyan]").add(Syntax(OmegaConf.to_yaml(OmegaConf.create(rest), resolve=True), "yaml"))
+    rprint(tree)
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> Path:
+    path = Path(run_dir) / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def default_augmentation() -> dict[str, Any]:
+    """The top-down task's default augmentation settings (conf/task/topdown.yaml)."""
+    return dict(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "task" / "topdown.yaml").augmentation))

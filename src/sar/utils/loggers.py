@@ -1,0 +1,26 @@
+"""Build the Lightning logger named by the `logger` config group, writing inside the run directory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+
+
+def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: dict | None = None) -> Logger:
+    kind = cfg.get("type", "csv")
+    if kind == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="", version="csv")
+    if kind == "tensorboard":
+        return TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")
+    if kind == "wandb":
+        logger = WandbLogger(
+            project=cfg.get("project", "sar"), entity=cfg.get("entity"), name=run_name, save_dir=str(run_dir),
+            mode=cfg.get("mode", "offline"), tags=list(cfg.get("tags") or []),
+        )
+        if config is not None:
+            logger.log_hyperparams(config)
+        return logger
+    raise ValueError(f"unknown logger '{kind}' (csv, tensorboard, wandb)")
