@@ -77,6 +77,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     train_seconds = time.time() - start
 
     result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
+    result["table"] = config.get("table")
     if cfg.get("final_eval", True):
         best = checkpoint.best_model_path or str(ckpt_dir / "last.ckpt")
         system.results_dir = run_dir

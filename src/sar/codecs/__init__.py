@@ -1,9 +1,11 @@
 """Codecs: one configured object encodes training targets (data workers) and decodes head outputs.
 
-``build_codec(cfg)`` reads ``type`` ("sar" | "msra_heatmap"), ``input_size`` ``[w, h]``, ``heatmap_size``
-``[W, H]`` and the per-codec keys: ``sigma`` (both; default 3 for SAR as in the released configs, 2 for the
-heatmap codec), ``unbiased`` and ``blur_kernel`` (heatmap codec only). Unknown keys raise ``ValueError``.
-See docs/contracts.md for the interface.
+``build_codec(cfg)`` reads ``type`` ("sar" | "msra_heatmap" | "heatmap_offset" | "regression" | "rle"),
+``input_size`` ``[w, h]``, ``heatmap_size`` ``[W, H]`` (ignored by the coordinate codecs) and the per-codec
+keys: ``sigma`` (sar, heatmap_offset and msra_heatmap; default 3 for SAR and heatmap_offset as in the
+released SAR configs, 2 for the heatmap codec), ``unbiased`` and ``blur_kernel`` (heatmap codec only),
+``drop_outside`` (regression, default false; rle, default true). Unknown keys raise ``ValueError``.
+See docs/contracts.md for the interface and docs/heads.md for each head/codec pair.
 """
 
 from __future__ import annotations
@@ -15,9 +17,19 @@ import numpy as np
 import torch
 
 from sar.codecs.heatmap import MSRAHeatmapCodec
+from sar.codecs.heatmap_offset import HeatmapOffsetCodec
+from sar.codecs.regression import RegressionCodec, RLECodec
 from sar.codecs.sar import SARCodec
 
-__all__ = ["Codec", "MSRAHeatmapCodec", "SARCodec", "build_codec"]
+__all__ = [
+    "Codec",
+    "HeatmapOffsetCodec",
+    "MSRAHeatmapCodec",
+    "RLECodec",
+    "RegressionCodec",
+    "SARCodec",
+    "build_codec",
+]
 
 
 @runtime_checkable
@@ -42,6 +54,9 @@ class Codec(Protocol):
 _KEYS: dict[str, set[str]] = {
     "sar": {"sigma"},
     "msra_heatmap": {"sigma", "unbiased", "blur_kernel"},
+    "heatmap_offset": {"sigma"},
+    "regression": {"drop_outside"},
+    "rle": {"drop_outside"},
 }
 
 
@@ -63,6 +78,12 @@ def build_codec(cfg: Mapping[str, Any]) -> Codec:
         )
     if kind == "sar":
         return SARCodec(input_size, heatmap_size, sigma=float(cfg.get("sigma", 3.0)))
+    if kind == "heatmap_offset":
+        return HeatmapOffsetCodec(input_size, heatmap_size, sigma=float(cfg.get("sigma", 3.0)))
+    if kind == "regression":
+        return RegressionCodec(input_size, heatmap_size, drop_outside=bool(cfg.get("drop_outside", False)))
+    if kind == "rle":
+        return RLECodec(input_size, heatmap_size, drop_outside=bool(cfg.get("drop_outside", True)))
     blur = cfg.get("blur_kernel")
     return MSRAHeatmapCodec(
         input_size,

@@ -8,7 +8,7 @@ from sar.evaluation.coco_ap import (
     oks_nms,
     pairwise_oks,
 )
-from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict
+from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
 from sar.evaluation.results import write_json_atomic, write_metrics
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "oks_iou",
     "oks_nms",
     "pairwise_oks",
+    "pck",
     "write_json_atomic",
     "write_metrics",
 ]

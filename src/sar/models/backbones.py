@@ -2,7 +2,24 @@
 
 ``build_backbone("resnet50")`` returns the last stage (stride 32 for ResNets, 16 for ViT-S/16) by default;
 ``out_indices`` selects other timm feature levels (e.g. ``(1,)`` with ``feature_location=""`` for the
-stride-4 HRNet branch) and extra keyword arguments go to ``timm.create_model``.
+stride-4 HRNet branch) and extra keyword arguments go to ``timm.create_model`` (``img_size``,
+``drop_path_rate``, ``feature_location``, ...). The config side (which keys a ``conf/backbone/*.yaml`` carries)
+is documented in ``docs/backbones.md``.
+
+Two ways to get feature maps out of timm:
+
+* default: ``features_only=True`` (timm's own feature wrapper: ``FeatureListNet`` for CNNs,
+  ``HighResolutionNetFeatures`` for HRNet, ``FeatureGetterNet`` for ViTs);
+* ``feature_norm=True``: the plain model wrapped in timm's ``FeatureGetterNet`` with ``norm=True``, so the
+  model's final norm is applied to the output map, as ViTPose / mmpretrain's ``final_norm`` does (timm's
+  ``features_only`` ViT returns the last block's tokens *before* the final LayerNorm).
+
+HRNet: with ``feature_location=""`` and ``out_indices=(1,)`` timm returns the raw 32/48-channel, stride-4
+branch of the final stage, i.e. the HRNet pose backbone's output. timm builds the last stage module with
+``multi_scale_output=True`` (fuse layers for all four output branches), whereas the pose HRNet (and MMPose)
+keep only the fuse into branch 1. The fuse layers producing branches nobody reads are removed here
+(``_prune_hrnet_outputs``), which makes the parameter set equal to the pose HRNet's (28.5M for W32) and leaves
+no unused parameters (DDP needs none of ``find_unused_parameters``). Branch 1 itself is computed identically.
 
 ``pretrained``:
 
@@ -13,21 +30,27 @@ stride-4 HRNet branch) and extra keyword arguments go to ``timm.create_model``.
   ``body.`` and ``model.`` are stripped, from the file's keys and from this module's keys alike, so a
   torchvision/timm classification checkpoint, a saved ``TimmBackbone`` and a Lightning checkpoint of a whole
   model all load. Missing, unexpected and shape-mismatched keys are logged; a file with no matching key
-  raises ``ValueError`` naming the file.
+  raises ``ValueError`` naming the file. A ViT ``pos_embed`` from a square grid (e.g. a 224x224 classification
+  or MAE checkpoint, 14x14 patches) is resampled to the model's grid (16x12 at 256x192), as timm does for
+  its own weights.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models._features import FeatureGetterNet
+from timm.models.hrnet import HighResolutionNetFeatures
 from torch import nn
 
-__all__ = ["TimmBackbone", "build_backbone", "load_backbone_weights"]
+__all__ = ["TimmBackbone", "build_backbone", "build_backbone_from_cfg", "load_backbone_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +107,37 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     raise ValueError(f"no state dict found in backbone weights file {path}")
 
 
+def _resample_pos_embed(
+    module: nn.Module, name: str, value: torch.Tensor, target_shape: tuple[int, ...]
+) -> torch.Tensor | None:
+    """A square-grid ViT ``pos_embed`` resampled to the model's patch grid, or None when not applicable."""
+    if not name.endswith("pos_embed") or value.ndim != 3 or len(target_shape) != 3:
+        return None
+    owner = module.get_submodule(name.rpartition(".")[0])
+    grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
+    if grid is None or value.shape[-1] != target_shape[-1]:
+        return None
+    prefix = 0 if getattr(owner, "no_embed_class", False) else int(getattr(owner, "num_prefix_tokens", 0))
+    side = math.isqrt(max(value.shape[1] - prefix, 0))
+    if side * side != value.shape[1] - prefix or target_shape[1] != prefix + int(grid[0]) * int(grid[1]):
+        return None
+    return resample_abs_pos_embed(
+        value.float(), new_size=[int(grid[0]), int(grid[1])], old_size=[side, side], num_prefix_tokens=prefix
+    ).to(value.dtype)
+
+
+def _prune_hrnet_outputs(body: nn.Module) -> None:
+    """Drop the final HRNet module's fuse layers for output branches that no requested feature reads."""
+    if not isinstance(body, HighResolutionNetFeatures):
+        return
+    needed = max(int(f["index"]) for f in body.feature_info.get_dicts())  # index i>0 is branch i-1
+    last = body.stage4[-1]
+    if needed == 0 or not isinstance(last.fuse_layers, nn.ModuleList) or len(last.fuse_layers) <= needed:
+        return
+    last.fuse_layers = last.fuse_layers[:needed]
+    last.multi_scale_output = needed > 1
+
+
 def load_backbone_weights(module: nn.Module, path: str | Path) -> None:
     """Load a local state dict file into ``module`` by prefix-insensitive key matching (see module doc)."""
     path = Path(path)
@@ -100,7 +154,12 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> None:
         if name is None:
             unexpected.append(key)
         elif tuple(target[name].shape) != tuple(value.shape):
-            mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target[name].shape)}")
+            resampled = _resample_pos_embed(module, name, value, tuple(target[name].shape))
+            if resampled is not None:
+                log.info("resampled %s from %s to %s", key, tuple(value.shape), tuple(resampled.shape))
+                matched[name] = resampled
+            else:
+                mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(target[name].shape)}")
         else:
             matched[name] = value
     if not matched:
@@ -124,17 +183,55 @@ def build_backbone(
     name: str,
     pretrained: bool | str | Path | None = False,
     out_indices: Sequence[int] | None = None,
+    feature_norm: bool = False,
     **timm_kwargs: Any,
 ) -> TimmBackbone:
-    """Build a timm backbone returning its feature maps (default: the last stage only)."""
-    indices = tuple(out_indices) if out_indices is not None else (-1,)
+    """Build a timm backbone returning its feature maps (default: the last stage only).
+
+    ``feature_norm=True`` applies the model's final norm to the returned maps (ViT; see the module doc).
+    """
+    indices = tuple(int(i) for i in out_indices) if out_indices is not None else (-1,)
     download = pretrained is True
-    body = timm.create_model(
-        name, pretrained=download, features_only=True, out_indices=indices, **timm_kwargs
-    )
+    if feature_norm:
+        model = timm.create_model(name, pretrained=download, **timm_kwargs)
+        if not hasattr(model, "forward_intermediates"):
+            raise ValueError(f"feature_norm needs a timm model with forward_intermediates; {name} has none")
+        body: nn.Module = FeatureGetterNet(model, out_indices=indices, norm=True)
+    else:
+        body = timm.create_model(name, pretrained=download, features_only=True, out_indices=indices, **timm_kwargs)
+        _prune_hrnet_outputs(body)
     backbone = TimmBackbone(body)
     if isinstance(pretrained, (str, Path)) and str(pretrained).strip():
         load_backbone_weights(backbone, pretrained)
     elif pretrained not in (False, None, True, ""):
         raise ValueError(f"pretrained must be False, True or a file path, got {pretrained!r}")
+    return backbone
+
+
+def build_backbone_from_cfg(bcfg: Mapping[str, Any], input_size: Sequence[int]) -> TimmBackbone:
+    """The ``backbone`` config group -> TimmBackbone (keys documented in docs/backbones.md).
+
+    ``timm_name``, ``pretrained``, ``out_indices`` (default: the last level), ``feature_norm``, ``timm_kwargs``
+    (passed to ``timm.create_model``), ``set_img_size`` (pass ``img_size=(h, w)`` from ``input_size`` (w, h):
+    a ViT's position embedding is built for the configured input), and the documented ``channels`` /
+    ``stride`` of the map the head reads, checked when present and not null.
+    """
+    w, h = (int(v) for v in input_size)
+    kwargs = dict(bcfg.get("timm_kwargs") or {})
+    if bcfg.get("set_img_size", False):
+        kwargs["img_size"] = (h, w)
+    backbone = build_backbone(
+        bcfg["timm_name"],
+        pretrained=bcfg.get("pretrained", False),
+        out_indices=bcfg.get("out_indices"),
+        feature_norm=bool(bcfg.get("feature_norm", False)),
+        **kwargs,
+    )
+    for key, actual in (("channels", backbone.channels[-1]), ("stride", backbone.strides[-1])):
+        documented = bcfg.get(key)
+        if documented is not None and int(documented) != int(actual):
+            raise ValueError(
+                f"backbone '{bcfg.get('name', bcfg['timm_name'])}' documents {key}={documented} but timm model "
+                f"{bcfg['timm_name']} gives {actual}; fix the backbone config (or set backbone.{key}=null)"
+            )
     return backbone

@@ -1,4 +1,5 @@
-"""Losses: SAR mixture NLL + quality focal heatmap loss, and the heatmap MSE baseline.
+"""Losses: SAR mixture NLL + quality focal heatmap loss, and the baselines (heatmap MSE, heatmap + offset,
+direct-regression L1, RLE). docs/heads.md describes each.
 
 Every loss is ``loss(outputs, targets) -> dict(total=..., <parts>...)`` with batched codec targets
 (torch). A batch without any keypoint of weight > 0 (or an empty batch) gives exactly 0 with a gradient
@@ -15,9 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HeatmapMSELoss", "SARLoss", "build_loss", "quality_focal_loss", "sar_nll"]
+from sar.models.flow import RealNVP
+
+__all__ = [
+    "HeatmapMSELoss",
+    "HeatmapOffsetLoss",
+    "L1CoordLoss",
+    "RLELoss",
+    "SARLoss",
+    "build_loss",
+    "quality_focal_loss",
+    "sar_nll",
+]
 
 _LOG_EPS = math.log(1e-6)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def _grid(
@@ -129,11 +142,154 @@ class HeatmapMSELoss(nn.Module):
         return {"total": loss, "loss_hm": loss}
 
 
+class HeatmapOffsetLoss(nn.Module):
+    """Heatmap + offset baseline (sar-method.md 5.4 (b)): ``total = hm_weight * loss_hm + offset_weight *
+    loss_offset``, both averaged over the (image, keypoint) pairs with weight > 0.
+
+    * ``loss_hm``: squared error of ``outputs["heatmap"]`` against the MSRA target ``targets["heatmap"]``,
+      *summed* over the cells of a keypoint's map (then averaged over valid keypoints). This is mmpose's
+      ``KeypointMSELoss`` rescaled by ``B*K*H*W / n_valid``: the per-map sum keeps the heatmap term of the
+      same order as the offset term (a fresh head gives about ``pi * sigma^2`` vs. about 2.5), whereas the
+      per-pixel mean would be ~1000x smaller and let the offsets dominate the shared features.
+    * ``loss_offset``: L1 distance, in map cells (x error times W plus y error times H), between the cell's
+      hypothesis ``p_t - o_t`` and the ground truth ``keypoints_norm``, averaged over the supervised cells of
+      the keypoint: the cells whose centre lies within ``offset_radius`` cells (Euclidean) of the exact
+      ground-truth map location. A keypoint with no such cell on the map contributes 0.
+
+    Targets: ``keypoints_norm`` (B,K,2), ``heatmap`` (B,K,H,W), ``keypoint_weights`` (B,K).
+    """
+
+    def __init__(self, hm_weight: float = 1.0, offset_weight: float = 1.0, offset_radius: float = 3.0) -> None:
+        super().__init__()
+        if offset_radius < 0:
+            raise ValueError(f"offset_radius must be >= 0, got {offset_radius}")
+        self.hm_weight = float(hm_weight)
+        self.offset_weight = float(offset_weight)
+        self.offset_radius = float(offset_radius)
+
+    def forward(
+        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        hm = outputs["heatmap"].float()
+        h, w = hm.shape[-2:]
+        valid = targets["keypoint_weights"].to(hm.device) > 0  # (B,K)
+        n_valid = valid.sum().clamp_min(1)
+
+        target_hm = targets["heatmap"].to(hm)
+        sq = (hm - target_hm).pow(2).flatten(2).sum(-1)  # (B,K)
+        loss_hm = torch.where(valid, sq, torch.zeros_like(sq)).sum() / n_valid
+
+        gt = targets["keypoints_norm"].to(hm)
+        gt = torch.where(valid[..., None], gt, torch.zeros_like(gt))
+        gx, gy = _grid(h, w, hm.device, hm.dtype)  # (HW,)
+        off = outputs["offsets"].float().flatten(3)  # (B,K,2,HW)
+        err = ((gx - off[:, :, 0] - gt[..., 0:1]).abs() * w
+               + (gy - off[:, :, 1] - gt[..., 1:2]).abs() * h)  # (B,K,HW), map cells
+        dist2 = ((gx - gt[..., 0:1]) * w).pow(2) + ((gy - gt[..., 1:2]) * h).pow(2)
+        near = (dist2 <= self.offset_radius**2) & valid[..., None]
+        per_kpt = torch.where(near, err, torch.zeros_like(err)).sum(-1) / near.sum(-1).clamp_min(1)
+        loss_offset = per_kpt.sum() / n_valid
+
+        total = self.hm_weight * loss_hm + self.offset_weight * loss_offset
+        return {"total": total, "loss_hm": loss_hm, "loss_offset": loss_offset}
+
+
+class L1CoordLoss(nn.Module):
+    """Direct-regression L1 (sar-method.md 5.1): ``loss_weight * sum_{b,k} w_bk (|dx| + |dy|) / sum w``.
+
+    ``outputs["coords"]`` (B,K,2) and ``targets["keypoints_norm"]`` (B,K,2) are normalised crop coordinates;
+    ``w`` = ``keypoint_weights`` (B,K), so with 0/1 weights this is the mean over valid keypoints of the L1
+    distance. 0 when no weight is positive.
+    """
+
+    def __init__(self, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+
+    def forward(
+        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        pred = outputs["coords"].float()
+        weights = targets["keypoint_weights"].to(pred)
+        valid = weights > 0
+        gt = targets["keypoints_norm"].to(pred)
+        gt = torch.where(valid[..., None], gt, torch.zeros_like(gt))
+        l1 = (pred - gt).abs().sum(-1)  # (B,K)
+        w = torch.where(valid, weights, torch.zeros_like(weights))
+        norm = w.sum()
+        loss = (l1 * w).sum() / torch.where(norm > 0, norm, torch.ones_like(norm))
+        loss = self.loss_weight * loss
+        return {"total": loss, "loss_reg": loss}
+
+
+class RLELoss(nn.Module):
+    """Residual log-likelihood estimation loss (Li et al. 2021), official-code form (sar-method.md 5.2).
+
+    The RealNVP flow ``G_phi`` (:class:`sar.models.flow.RealNVP`) is owned by this module, so its parameters
+    are trained with the network when the loss is a submodule of the LightningModule.
+
+    With ``mu_hat`` = ``outputs["coords"]``, ``sigma`` = ``outputs["sigma"]`` (B,K,2), ``mu`` =
+    ``targets["keypoints_rle"]`` (all in the RLE frame, normalised - 0.5) and ``eps = (mu_hat - mu) / sigma``,
+    per keypoint ``k`` and axis ``c``:
+
+    * flow term ``nf_kc = log sigma_kc - log G_phi(eps_k)``: ``log G_phi`` is one number per keypoint (a
+      (B,K,1) tensor) broadcast over both axes, so ``-log G_phi`` is counted twice per keypoint, exactly as
+      in the official code;
+    * Laplace term ``q_kc = log(sigma_kc * sqrt(2 pi)) + |mu_hat_kc - mu_kc| / (sqrt(2) * sigma_kc + 1e-9)``
+      (official ``logQ`` with ``amp = 1/sqrt(2 pi)``). Note the constant: a normalised Laplace of scale
+      ``b = sigma / sqrt(2)`` would have ``log(sqrt(2) sigma)``; the official ``log(sqrt(2 pi) sigma)``
+      differs by the constant ``log(sqrt(pi))`` per axis, which changes the loss value, not its gradient.
+      mmpose's variant (``log(2 sigma) + |eps|``) uses a different scale and is not what is implemented.
+
+    ``loss = loss_weight * sum_{b,k,c} w_bk (nf_kc + q_kc) / B`` with ``w`` = ``keypoint_weights`` (B,K),
+    i.e. summed over keypoints and divided by the batch size (not by the number of valid keypoints). Logged
+    parts: ``loss_nf`` and ``loss_q`` (the two sums, same normalisation). ``sigma`` is clamped at 1e-9
+    before the logarithm (a guard; the sigmoid only gets there for logits below about -20). The flow runs in
+    float32 with autocast disabled.
+    """
+
+    def __init__(self, loss_weight: float = 1.0, num_pairs: int = 3, hidden: int = 64) -> None:
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+        self.flow = RealNVP(num_pairs=int(num_pairs), hidden=int(hidden))
+
+    def forward(
+        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        mu_hat = outputs["coords"]
+        with torch.autocast(device_type=mu_hat.device.type, enabled=False):
+            mu_hat = mu_hat.float()
+            sigma = outputs["sigma"].float().clamp_min(1e-9)
+            b, k, _ = mu_hat.shape
+            weights = targets["keypoint_weights"].to(mu_hat)
+            valid = (weights > 0)[..., None]  # (B,K,1)
+            gt = targets["keypoints_rle"].to(mu_hat)
+            gt = torch.where(valid, gt, mu_hat.detach())  # no NaN/inf into the graph
+            eps = (mu_hat - gt) / sigma
+            log_phi = self.flow.log_prob(eps.reshape(-1, 2)).reshape(b, k, 1)
+            log_sigma = sigma.log()
+            nf = log_sigma - log_phi  # (B,K,2), log G broadcast over both axes
+            q = log_sigma + _LOG_SQRT_2PI + (mu_hat - gt).abs() / (math.sqrt(2.0) * sigma + 1e-9)
+            w = weights[..., None]
+            batch = max(b, 1)
+            loss_nf = torch.where(valid, nf * w, torch.zeros_like(nf)).sum() / batch
+            loss_q = torch.where(valid, q * w, torch.zeros_like(q)).sum() / batch
+            total = self.loss_weight * (loss_nf + loss_q)
+        return {"total": total, "loss_nf": loss_nf, "loss_q": loss_q}
+
+
 def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
-    """Build a loss from ``cfg.type``: ``"sar"`` (keys lambda_ / lambda, aux_weight, gamma) or ``"mse"``
-    (alias ``"heatmap_mse"``; key loss_weight). Unknown keys raise ``ValueError``."""
+    """Build a loss from ``cfg.type``. Unknown types or keys raise ``ValueError``.
+
+    * ``"sar"``: keys lambda_ (alias lambda), aux_weight, gamma;
+    * ``"mse"`` (alias ``"heatmap_mse"``): loss_weight;
+    * ``"heatmap_offset"``: hm_weight, offset_weight, offset_radius;
+    * ``"l1"`` (alias ``"regression"``): loss_weight;
+    * ``"rle"``: loss_weight, num_pairs (int), hidden (int).
+    """
     cfg = dict(cfg)
     kind = cfg.pop("type", None)
+    ints: set[str] = set()
     if kind == "sar":
         if "lambda" in cfg:
             cfg["lambda_"] = cfg.pop("lambda")
@@ -142,9 +298,19 @@ def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
     elif kind in ("mse", "heatmap_mse"):
         allowed = {"loss_weight"}
         factory = HeatmapMSELoss
+    elif kind == "heatmap_offset":
+        allowed = {"hm_weight", "offset_weight", "offset_radius"}
+        factory = HeatmapOffsetLoss
+    elif kind in ("l1", "regression"):
+        allowed = {"loss_weight"}
+        factory = L1CoordLoss
+    elif kind == "rle":
+        allowed = {"loss_weight", "num_pairs", "hidden"}
+        ints = {"num_pairs", "hidden"}
+        factory = RLELoss
     else:
-        raise ValueError(f"unknown loss type {kind!r} (known: sar, mse)")
+        raise ValueError(f"unknown loss type {kind!r} (known: sar, mse, heatmap_offset, l1, rle)")
     unknown = set(cfg) - allowed
     if unknown:
         raise ValueError(f"unknown keys for loss {kind!r}: {sorted(unknown)} (allowed: {sorted(allowed)})")
-    return factory(**{k: float(v) for k, v in cfg.items()})
+    return factory(**{k: int(v) if k in ints else float(v) for k, v in cfg.items()})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-__all__ = ["DeconvNeck"]
+__all__ = ["DECONV_TARGET_STRIDE", "DeconvNeck", "resolve_deconv_layers"]
 
 _DECONV_CFG: dict[int, tuple[int, int]] = {
     4: (1, 0),
@@ -64,3 +66,36 @@ class DeconvNeck(nn.Module):
         if isinstance(x, (list, tuple)):
             x = x[-1]
         return self.layers(x)
+
+
+DECONV_TARGET_STRIDE = 4  # `deconv.num_layers: auto` upsamples the backbone map to this output stride
+
+
+def resolve_deconv_layers(
+    num_layers: Any, backbone_stride: int, target_stride: int = DECONV_TARGET_STRIDE
+) -> int:
+    """Number of stride-2 deconvolutions for a head config's ``deconv.num_layers``.
+
+    ``"auto"`` (or None): as many as bring ``backbone_stride`` down to ``target_stride`` (3 for stride-32
+    ResNets, 2 for ViT/16 = ViTPose's classic decoder, 0 for the stride-4 HRNet branch). An integer forces the
+    count (0 = no deconvolution: the head sits on the backbone map).
+    """
+    if num_layers is None or (isinstance(num_layers, str) and num_layers.strip().lower() == "auto"):
+        if backbone_stride <= target_stride:
+            return 0
+        ratio = backbone_stride // target_stride
+        if backbone_stride % target_stride or ratio & (ratio - 1):
+            raise ValueError(
+                f"deconv.num_layers=auto: backbone stride {backbone_stride} is not a power-of-two multiple of "
+                f"{target_stride}; set head.deconv.num_layers to an integer"
+            )
+        return ratio.bit_length() - 1
+    if isinstance(num_layers, bool) or not isinstance(num_layers, (int, str)):
+        raise ValueError(f"deconv.num_layers must be 'auto' or an integer >= 0, got {num_layers!r}")
+    try:
+        layers = int(num_layers)
+    except ValueError as err:
+        raise ValueError(f"deconv.num_layers must be 'auto' or an integer >= 0, got {num_layers!r}") from err
+    if layers < 0:
+        raise ValueError(f"deconv.num_layers must be 'auto' or an integer >= 0, got {num_layers!r}")
+    return layers

@@ -1,8 +1,8 @@
 """PoseModel: backbone -> neck -> head, forward only (raw head tensors out), so it exports cleanly.
 
-`build_pose_model(cfg, num_keypoints)` reads the `backbone`, `head` and `input_size` config groups and also
-returns the output stride and map size, which the codec needs: the codec is built from the very same
-numbers, so input size and map size cannot drift apart.
+`build_pose_model(cfg, num_keypoints)` reads the `backbone`, `head` and `input_size` config groups (keys:
+docs/backbones.md) and also returns the output stride and map size, which the codec needs: the codec is
+built from the very same numbers, so input size and map size cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from sar.models.backbones import build_backbone
+from sar.models.backbones import build_backbone_from_cfg
 from sar.models.heads.heatmap import HeatmapHead
+from sar.models.heads.heatmap_offset import HeatmapOffsetHead
+from sar.models.heads.regression import RegressionHead, RLEHead
 from sar.models.heads.sar import SARHead
-from sar.models.necks import DeconvNeck
+from sar.models.necks import DeconvNeck, resolve_deconv_layers
 
 
 class PoseModel(nn.Module):
@@ -33,27 +35,41 @@ class PoseModel(nn.Module):
 
 
 def _build_head(head_cfg: Mapping[str, Any], in_channels: int, num_keypoints: int) -> nn.Module:
+    """Head from ``head_cfg.name``: sar, heatmap, heatmap_offset, regression, rle (docs/heads.md)."""
     name = head_cfg["name"]
     if name == "sar":
         return SARHead(in_channels, num_keypoints, with_heatmap=bool(head_cfg.get("with_heatmap", True)))
     if name == "heatmap":
         return HeatmapHead(in_channels, num_keypoints)
-    raise ValueError(f"unknown head '{name}' (known: sar, heatmap)")
+    if name == "heatmap_offset":
+        return HeatmapOffsetHead(in_channels, num_keypoints)
+    if name == "regression":
+        return RegressionHead(in_channels, num_keypoints)
+    if name == "rle":
+        return RLEHead(in_channels, num_keypoints)
+    raise ValueError(f"unknown head '{name}' (known: sar, heatmap, heatmap_offset, regression, rle)")
 
 
 def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseModel, tuple[int, int]]:
-    """Build the network; returns it with the output map size (W, H) for the configured input size."""
+    """Build the network; returns it with the output map size (W, H) for the configured input size.
+
+    Neck: ``head.deconv.num_layers`` deconvolutions (``auto``, also when the key is missing: up to stride 4,
+    see `resolve_deconv_layers`; a head config without a ``deconv`` block gets none) on the backbone's last
+    returned map. The backbone config decides which map that is (docs/backbones.md); no name is special-cased.
+    """
     bcfg, hcfg = cfg["backbone"], cfg["head"]
-    backbone = build_backbone(bcfg["timm_name"], pretrained=bcfg.get("pretrained", False))
-    deconv = hcfg.get("deconv") or {}
-    num_layers = int(deconv.get("num_layers", 0))
-    neck = DeconvNeck(backbone.channels[-1], num_layers=num_layers, channels=int(deconv.get("channels", 256)))
+    w, h = (int(v) for v in cfg["input_size"])
+    backbone = build_backbone_from_cfg(bcfg, (w, h))
     stride_in = int(backbone.strides[-1])
+    deconv = hcfg.get("deconv") or {}
+    num_layers = resolve_deconv_layers(deconv.get("num_layers", "auto"), stride_in) if deconv else 0
+    neck = DeconvNeck(backbone.channels[-1], num_layers=num_layers, channels=int(deconv.get("channels", 256)))
     if stride_in % (2**num_layers):
         raise ValueError(f"backbone stride {stride_in} is not divisible by 2^{num_layers} deconvolutions")
     stride = stride_in // (2**num_layers)
-    w, h = (int(v) for v in cfg["input_size"])
-    if w % stride or h % stride:
-        raise ValueError(f"input_size {w}x{h} must be a multiple of the output stride {stride}")
+    if w % stride or h % stride or w % stride_in or h % stride_in:
+        raise ValueError(
+            f"input_size {w}x{h} must be a multiple of the backbone stride {stride_in} (output stride {stride})"
+        )
     head = _build_head(hcfg, neck.out_channels, num_keypoints)
     return PoseModel(backbone, neck, head, stride), (w // stride, h // stride)

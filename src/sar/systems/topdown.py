@@ -18,9 +18,10 @@ import torch
 from sar.codecs import build_codec
 from sar.data.spec import load_spec
 from sar.evaluation.coco_ap import CocoEvaluator
-from sar.evaluation.keypoint_error import keypoint_error
+from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
 from sar.models.losses import build_loss
 from sar.models.pose_model import build_pose_model
+from sar.systems.optim import layer_decay_param_groups
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,10 @@ class TopDownSystem(pl.LightningModule):
         )
         metrics = evaluator.evaluate(self._preds[0], self.results_dir, prefix="results")
         gt_loader = max(self._preds)  # GT-box loader is the last one
-        metrics["kpt_error_px"] = float(keypoint_error(self._preds[gt_loader], dm.val_ann_file))
+        gt = load_coco_dict(dm.val_ann_file)
+        metrics["kpt_error_px"] = float(keypoint_error(self._preds[gt_loader], gt))
+        # strict PCK: fraction of labelled keypoints with error <= 0.05 * max(w, h) of the GT box
+        metrics["PCK@0.05"] = float(pck(self._preds[gt_loader], gt, alpha=0.05))
         self.last_metrics = {k: float(v) for k, v in metrics.items()}
         for name, value in self.last_metrics.items():
             self.log(f"val/{name}", value, prog_bar=name in ("AP", "kpt_error_px"), add_dataloader_idx=False)
@@ -125,6 +129,9 @@ class TopDownSystem(pl.LightningModule):
         if o["name"] == "adam":
             optimizer = torch.optim.Adam(params, lr=float(o["lr"]), weight_decay=float(o.get("weight_decay", 0.0)))
         elif o["name"] == "adamw":
+            if o.get("layer_decay") not in (None, 1.0):  # ViT layer-wise lr decay (sar.systems.optim)
+                params = layer_decay_param_groups(self, float(o["lr"]), float(o.get("weight_decay", 0.01)),
+                                                  float(o["layer_decay"]))
             optimizer = torch.optim.AdamW(params, lr=float(o["lr"]), weight_decay=float(o.get("weight_decay", 0.01)))
         else:
             raise ValueError(f"unknown optimiser '{o['name']}' (adam, adamw)")

@@ -1,0 +1,122 @@
+"""Coordinate codecs for the global-pooling heads: direct regression and RLE (sar-method.md 5.1, 5.2).
+
+Both work in normalised crop coordinates ``(x / w, y / h)`` (input pixels divided by the input size, the
+same frame as SAR's ``keypoints_norm``); the RLE codec shifts them by -0.5 (the RLE frame: crop centre 0,
+crop edges -0.5 and 0.5, as in the official code). ``heatmap_size`` is accepted for interface uniformity
+and ignored.
+
+Keypoint weights (``outside`` rule):
+
+* regression (default ``drop_outside=False``): 1 for every visible, finite keypoint, *including* keypoints
+  outside the crop; their targets simply lie outside [0, 1] and the L1 loss still pulls towards them.
+* RLE (default ``drop_outside=True``, the official ``target_weight`` rule): additionally 0 when the keypoint
+  lies outside the crop, i.e. its RLE coordinate is outside [-0.5, 0.5] on either axis.
+
+Decoding converts back to input pixels. Regression scores are 1; RLE scores are ``1 - mean(sigma)`` over
+the two axes. Flip test: decode both passes, mirror the flipped pass with ``x -> w - 1 - x`` (input pixels;
+``-x - 1/w`` in the RLE frame), permute keypoints with ``flip_indices``, average coordinates and scores
+(for RLE averaging the scores is averaging the sigmas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["RLECodec", "RegressionCodec", "merge_flip"]
+
+
+def merge_flip(
+    coords: torch.Tensor,
+    scores: torch.Tensor,
+    f_coords: torch.Tensor,
+    f_scores: torch.Tensor,
+    flip_indices: Sequence[int] | torch.Tensor,
+    input_width: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average a pass with a mirrored pass (both decoded to input px): mirror x, swap pairs, average."""
+    index = torch.as_tensor(flip_indices, dtype=torch.long, device=coords.device)
+    f_coords = f_coords.index_select(1, index)
+    f_scores = f_scores.index_select(1, index)
+    f_coords = torch.stack([(input_width - 1) - f_coords[..., 0], f_coords[..., 1]], dim=-1)
+    return 0.5 * (coords + f_coords), 0.5 * (scores + f_scores)
+
+
+class RegressionCodec:
+    """Direct-regression codec.
+
+    ``encode`` -> ``keypoints_norm`` (K,2) = keypoints / input_size (0 where the weight is 0) and
+    ``keypoint_weights`` (K,). ``decode({"coords": (B,K,2) normalised})`` -> input px, scores 1.
+
+    Args:
+        input_size: crop-input size ``(w, h)`` pixels.
+        heatmap_size: ignored (kept for the common codec interface).
+        drop_outside: give weight 0 to keypoints outside the crop (see module docstring).
+    """
+
+    offset: float = 0.0  # frame shift: target = keypoints / input_size - offset
+    target_key: str = "keypoints_norm"
+
+    def __init__(
+        self, input_size: Sequence[int], heatmap_size: Sequence[int], drop_outside: bool = False
+    ) -> None:
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+        if min(self.input_size) <= 0:
+            raise ValueError(f"input size must be positive: {self.input_size}")
+        self.drop_outside = bool(drop_outside)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(input_size={self.input_size}, drop_outside={self.drop_outside})"
+
+    def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
+        kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+        finite = np.isfinite(kp).all(axis=1)
+        norm = np.where(finite[:, None], kp, 0.0) / np.asarray(self.input_size, dtype=np.float64)
+        weights = (np.asarray(visible).reshape(-1) > 0) & finite
+        if self.drop_outside:
+            weights &= ((norm >= 0.0) & (norm <= 1.0)).all(axis=1)
+        target = np.where(weights[:, None], norm - self.offset, 0.0)
+        return {self.target_key: target.astype(np.float32), "keypoint_weights": weights.astype(np.float32)}
+
+    def _to_pixels(self, coords: torch.Tensor) -> torch.Tensor:
+        return (coords.float() + self.offset) * coords.new_tensor(self.input_size, dtype=torch.float32)
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = self._to_pixels(outputs["coords"])
+        return coords, torch.ones(coords.shape[:2], dtype=coords.dtype, device=coords.device)
+
+    @torch.no_grad()
+    def decode_flip(
+        self,
+        outputs: dict[str, torch.Tensor],
+        flipped_outputs: dict[str, torch.Tensor],
+        flip_indices: Sequence[int] | torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        coords, scores = self.decode(outputs)
+        f_coords, f_scores = self.decode(flipped_outputs)
+        return merge_flip(coords, scores, f_coords, f_scores, flip_indices, self.input_size[0])
+
+
+class RLECodec(RegressionCodec):
+    """RLE codec: targets ``keypoints_rle`` (K,2) = keypoints / input_size - 0.5 and ``keypoint_weights``.
+
+    ``decode({"coords": (B,K,2) RLE frame, "sigma": (B,K,2)})`` -> input px and scores ``1 - mean(sigma)``.
+    ``drop_outside`` defaults to True (official RLE weight rule).
+    """
+
+    offset = 0.5
+    target_key = "keypoints_rle"
+
+    def __init__(
+        self, input_size: Sequence[int], heatmap_size: Sequence[int], drop_outside: bool = True
+    ) -> None:
+        super().__init__(input_size, heatmap_size, drop_outside=drop_outside)
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = self._to_pixels(outputs["coords"])
+        return coords, 1.0 - outputs["sigma"].float().mean(dim=-1)
