@@ -30,6 +30,16 @@ AUTO_DECONVS = {4: 0, 16: 2, 32: 3}  # backbone stride -> deconvs of `num_layers
 CHEAP = {"resnet18", "mobilenetv3"}  # every head on these runs unmarked
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: these batch-1 steps (HRNet's many small ops above all) run several times slower
+    with 2 OpenMP threads as soon as the cores are shared with another process (CI runner, parallel jobs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def backbone_cfg(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml"), resolve=True)
 
@@ -161,9 +171,10 @@ def test_auto_deconvs_per_backbone(backbone: str, num_layers: object, layers: in
 
 
 def test_input_size_must_fit_backbone_stride() -> None:
-    cfg = {"backbone": backbone_cfg("resnet18"), "head": head_cfg("sar"), "input_size": [200, 256]}
-    with pytest.raises(ValueError, match="multiple"):
-        build_pose_model(cfg, 17)
+    for backbone in ("resnet18", "hrnet_w32"):  # stride 32; stride 4 but with a stride-32 lowest branch
+        cfg = {"backbone": backbone_cfg(backbone), "head": head_cfg("sar"), "input_size": [200, 256]}
+        with pytest.raises(ValueError, match="multiple"):
+            build_pose_model(cfg, 17)
 
 
 # -- every backbone x head: one training step and one predict at the paper input size ----------------------

@@ -213,10 +213,18 @@ def build_backbone_from_cfg(bcfg: Mapping[str, Any], input_size: Sequence[int]) 
 
     ``timm_name``, ``pretrained``, ``out_indices`` (default: the last level), ``feature_norm``, ``timm_kwargs``
     (passed to ``timm.create_model``), ``set_img_size`` (pass ``img_size=(h, w)`` from ``input_size`` (w, h):
-    a ViT's position embedding is built for the configured input), and the documented ``channels`` /
-    ``stride`` of the map the head reads, checked when present and not null.
+    a ViT's position embedding is built for the configured input), ``input_multiple`` (input width and height
+    must be multiples of it, e.g. 32 for HRNet, whose lowest branch has stride 32 although the head reads the
+    stride-4 one), and the documented ``channels`` / ``stride`` of the map the head reads, checked when
+    present and not null.
     """
     w, h = (int(v) for v in input_size)
+    multiple = bcfg.get("input_multiple")
+    if multiple is not None and (w % int(multiple) or h % int(multiple)):
+        raise ValueError(
+            f"input_size {w}x{h} must be a multiple of {multiple} for backbone "
+            f"'{bcfg.get('name', bcfg['timm_name'])}' (backbone.input_multiple)"
+        )
     kwargs = dict(bcfg.get("timm_kwargs") or {})
     if bcfg.get("set_img_size", False):
         kwargs["img_size"] = (h, w)

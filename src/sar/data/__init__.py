@@ -1,0 +1,1 @@
+"""Data: keypoint specs, format readers, sample builders, transforms and datamodules."""

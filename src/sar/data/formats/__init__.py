@@ -1,0 +1,28 @@
+"""Format readers: annotation files on disk -> a list of :class:`InstanceRecord` (one per person box).
+
+Each reader lives in its own module (``coco.py`` for COCO, COCO-WholeBody, CrowdPose and OCHuman; others
+for MPII and Human3.6M) and returns plain dicts with the keys of :class:`InstanceRecord`, so the top-down
+sample builder does not care which format a record came from. Malformed records raise ``ValueError``
+naming the file and the record id.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import numpy as np
+
+__all__ = ["InstanceRecord"]
+
+
+class InstanceRecord(TypedDict):
+    """One person instance (a plain dict at runtime). Coordinates are image pixels, ``(x, y)`` order."""
+
+    image_path: str
+    image_id: int
+    ann_id: int  # -1 for detector boxes
+    bbox: np.ndarray  # (4,) float32 xywh
+    bbox_score: float  # 1.0 for ground-truth boxes
+    area: float
+    keypoints: np.ndarray  # (K, 2) float32
+    visible: np.ndarray  # (K,) float32, 1 where the annotation's v > 0

@@ -1,0 +1,303 @@
+"""COCO-format keypoint reader (COCO, COCO-WholeBody, CrowdPose, OCHuman, and COCO-style H36M 2D).
+
+:func:`load_coco_instances` turns an annotation json (plus, optionally, a detection results json) into
+:class:`~sar.data.formats.InstanceRecord` dicts. The rules:
+
+Ground-truth mode (``bbox_file=None``): one record per person annotation, in file order, except that
+  * crowd annotations (``iscrowd=1``) are skipped;
+  * annotations with fewer than ``min_keypoints`` labelled keypoints (``v > 0``, counted over the
+    keypoint fields read, so for body-only files this is COCO's ``num_keypoints``) are skipped;
+  * the box is clipped to the image rectangle ``[0, width] x [0, height]`` (when the image entry gives
+    its size) and the annotation is skipped if the clipped width or height is <= 0.
+  The number of skipped records of each kind is logged at INFO level.
+
+Detection mode (``bbox_file`` given, a COCO results list ``{image_id, category_id, bbox, score}``): one
+record per detection with ``category_id == 1`` and ``score >= det_score_thr``; keypoints and visibility are
+zeros, ``ann_id = -1``, ``area = w * h``. Boxes are kept as given (not clipped); degenerate boxes
+(``w <= 0`` or ``h <= 0``) are skipped and counted.
+
+Keypoints are read from ``keypoint_fields`` (each a flat ``[x, y, v] * n`` list) concatenated in order.
+COCO-WholeBody stores its 133 points as ``keypoints`` (17 body) + ``foot_kpts`` (6) + ``face_kpts`` (68) +
+``lefthand_kpts`` (21) + ``righthand_kpts`` (21): :data:`WHOLEBODY_KEYPOINT_FIELDS`. With the default
+``keypoint_fields=None`` the fields are chosen per file: ``("keypoints",)`` if the first annotation's
+``keypoints`` holds ``3 * K`` values, else the whole-body fields if they add up to ``3 * K``.
+
+Malformed content raises ``ValueError`` naming the file and the annotation id (or detection index).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+
+from sar.data.formats import InstanceRecord
+from sar.data.spec import KeypointSpec
+
+__all__ = [
+    "BODY_KEYPOINT_FIELDS",
+    "WHOLEBODY_KEYPOINT_FIELDS",
+    "CocoImage",
+    "InstanceRecord",
+    "load_coco_images",
+    "load_coco_instances",
+]
+
+log = logging.getLogger(__name__)
+
+BODY_KEYPOINT_FIELDS: tuple[str, ...] = ("keypoints",)
+WHOLEBODY_KEYPOINT_FIELDS: tuple[str, ...] = (
+    "keypoints",
+    "foot_kpts",
+    "face_kpts",
+    "lefthand_kpts",
+    "righthand_kpts",
+)
+PERSON_CATEGORY_ID = 1
+
+PathLike = str | os.PathLike[str]
+
+
+class CocoImage(TypedDict):
+    """An image entry of a COCO annotation file; ``width`` / ``height`` are 0 when not given."""
+
+    file_name: str
+    width: int
+    height: int
+
+
+def _read_json(path: PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def _index_images(data: Any, ann_file: PathLike) -> dict[int, CocoImage]:
+    if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{ann_file}: not a COCO annotation file (no 'images' list)")  # noqa: TRY004
+    images: dict[int, CocoImage] = {}
+    for i, image in enumerate(data["images"]):
+        try:
+            images[int(image["id"])] = CocoImage(
+                file_name=str(image["file_name"]),
+                width=int(image.get("width") or 0),
+                height=int(image.get("height") or 0),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{ann_file}: malformed image entry #{i} ({err!r})") from err
+    return images
+
+
+def load_coco_images(ann_file: PathLike) -> dict[int, CocoImage]:
+    """Map ``image_id -> {file_name, width, height}`` for a COCO annotation file."""
+    return _index_images(_read_json(ann_file), ann_file)
+
+
+def _xywh(values: Any, where: str) -> np.ndarray:
+    box = np.asarray(values, dtype=np.float64) if isinstance(values, list) else np.zeros(0)
+    if box.shape != (4,) or not np.all(np.isfinite(box)):
+        raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {values!r}")
+    return box
+
+
+def _clip_xywh(box: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip an xywh box to ``[0, width] x [0, height]`` (no-op for an unknown image size)."""
+    if width <= 0 or height <= 0:
+        return box
+    x1, y1 = max(box[0], 0.0), max(box[1], 0.0)
+    x2, y2 = min(box[0] + box[2], float(width)), min(box[1] + box[3], float(height))
+    return np.array([x1, y1, x2 - x1, y2 - y1])
+
+
+def _pick_fields(annotations: Sequence[Mapping[str, Any]], num_keypoints: int) -> tuple[str, ...]:
+    """Choose the keypoint fields of a file from its first annotation (see the module docstring)."""
+    for ann in annotations:
+        if isinstance(ann, Mapping) and isinstance(ann.get("keypoints"), list):
+            if len(ann["keypoints"]) == 3 * num_keypoints:
+                return BODY_KEYPOINT_FIELDS
+            lengths = [len(ann.get(f) or []) for f in WHOLEBODY_KEYPOINT_FIELDS]
+            if sum(lengths) == 3 * num_keypoints:
+                return WHOLEBODY_KEYPOINT_FIELDS
+            break
+    return BODY_KEYPOINT_FIELDS  # mismatches are then reported per annotation
+
+
+def _keypoints(
+    ann: Mapping[str, Any], fields: Sequence[str], num_keypoints: int, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ``fields`` of an annotation into ``(keypoints (K, 2), visible (K,))`` float32."""
+    flat: list[Any] = []
+    for name in fields:
+        values = ann.get(name)
+        if not isinstance(values, list):
+            raise ValueError(f"{where}: keypoint field {name!r} is missing or not a list")  # noqa: TRY004
+        flat.extend(values)
+    if len(flat) != 3 * num_keypoints:
+        raise ValueError(
+            f"{where}: keypoint fields {list(fields)} hold {len(flat)} values, "
+            f"expected 3 * K = {3 * num_keypoints} for the spec"
+        )
+    try:
+        triplets = np.asarray(flat, dtype=np.float64).reshape(num_keypoints, 3)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: keypoints must be numbers ({err})") from err
+    if not np.all(np.isfinite(triplets)):
+        raise ValueError(f"{where}: keypoints contain non-finite values")
+    return triplets[:, :2].astype(np.float32), (triplets[:, 2] > 0).astype(np.float32)
+
+
+def _image_path(image_root: PathLike, image: CocoImage) -> str:
+    return str(Path(image_root) / image["file_name"])
+
+
+def load_coco_instances(
+    ann_file: PathLike,
+    image_root: PathLike,
+    spec: KeypointSpec,
+    bbox_file: PathLike | None = None,
+    det_score_thr: float = 0.0,
+    min_keypoints: int = 1,
+    keypoint_fields: Sequence[str] | None = None,
+) -> list[InstanceRecord]:
+    """Read person instances from a COCO keypoint file (GT boxes) or a detection results file.
+
+    Args:
+        ann_file: COCO annotation json (``images`` + ``annotations``).
+        image_root: folder the images' ``file_name`` are relative to.
+        spec: keypoint spec; its K fixes the expected keypoint count.
+        bbox_file: optional COCO results json of person detections; switches to detection mode.
+        det_score_thr: minimum detection score kept (detection mode).
+        min_keypoints: minimum labelled keypoints for a GT person to be kept (GT mode; 0 keeps all).
+        keypoint_fields: annotation fields concatenated into the K keypoints; None chooses per file.
+
+    Returns:
+        One :class:`InstanceRecord` per kept person, in file order.
+    """
+    data = _read_json(ann_file)
+    images = _index_images(data, ann_file)
+    if bbox_file is not None:
+        return _detection_records(bbox_file, images, image_root, spec, det_score_thr)
+
+    annotations = data.get("annotations")
+    if not isinstance(annotations, list):
+        raise ValueError(f"{ann_file}: no 'annotations' list")  # noqa: TRY004
+    num = spec.num_keypoints
+    fields = tuple(keypoint_fields) if keypoint_fields is not None else _pick_fields(annotations, num)
+
+    records: list[InstanceRecord] = []
+    skipped = {"crowd": 0, "few_keypoints": 0, "empty_box": 0}
+    for i, ann in enumerate(annotations):
+        if not isinstance(ann, Mapping) or "id" not in ann:
+            raise ValueError(f"{ann_file}: annotation #{i} is not an object with an 'id'")
+        where = f"{ann_file}: annotation id {ann['id']}"
+        if ann.get("iscrowd", 0):
+            skipped["crowd"] += 1
+            continue
+        try:
+            image_id = int(ann["image_id"])
+            ann_id = int(ann["id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{where}: missing or non-integer id / image_id ({err!r})") from err
+        if image_id not in images:
+            raise ValueError(f"{where}: image_id {image_id} is not in the file's images")
+        keypoints, visible = _keypoints(ann, fields, num, where)
+        if int(visible.sum()) < min_keypoints:
+            skipped["few_keypoints"] += 1
+            continue
+        image = images[image_id]
+        box = _clip_xywh(_xywh(ann.get("bbox"), where), image["width"], image["height"])
+        if box[2] <= 0 or box[3] <= 0:
+            skipped["empty_box"] += 1
+            continue
+        area = float(ann["area"]) if ann.get("area") is not None else float(box[2] * box[3])
+        records.append(
+            InstanceRecord(
+                image_path=_image_path(image_root, image),
+                image_id=image_id,
+                ann_id=ann_id,
+                bbox=box.astype(np.float32),
+                bbox_score=1.0,
+                area=area,
+                keypoints=keypoints,
+                visible=visible,
+            )
+        )
+    log.info(
+        "%s: %d GT instances (skipped %d crowd, %d with < %d keypoints, %d empty boxes after clipping)",
+        ann_file,
+        len(records),
+        skipped["crowd"],
+        skipped["few_keypoints"],
+        min_keypoints,
+        skipped["empty_box"],
+    )
+    return records
+
+
+def _detection_records(
+    bbox_file: PathLike,
+    images: Mapping[int, CocoImage],
+    image_root: PathLike,
+    spec: KeypointSpec,
+    det_score_thr: float,
+) -> list[InstanceRecord]:
+    detections = _read_json(bbox_file)
+    if not isinstance(detections, list):
+        raise ValueError(f"{bbox_file}: a detection file must be a COCO results list")  # noqa: TRY004
+    num = spec.num_keypoints
+    records: list[InstanceRecord] = []
+    skipped = {"category": 0, "low_score": 0, "empty_box": 0}
+    for i, det in enumerate(detections):
+        where = f"{bbox_file}: detection #{i}"
+        if not isinstance(det, Mapping):
+            raise ValueError(f"{where}: not an object")  # noqa: TRY004
+        try:
+            category = int(det.get("category_id", PERSON_CATEGORY_ID))
+            score = float(det["score"])
+            image_id = int(det["image_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{where}: missing or malformed image_id / score ({err!r})") from err
+        if image_id not in images:
+            raise ValueError(f"{where}: image_id {image_id} is not in the annotation file")
+        if not math.isfinite(score):
+            raise ValueError(f"{where}: score {score} is not finite")
+        box = _xywh(det.get("bbox"), where)
+        if category != PERSON_CATEGORY_ID:
+            skipped["category"] += 1
+            continue
+        if score < det_score_thr:
+            skipped["low_score"] += 1
+            continue
+        if box[2] <= 0 or box[3] <= 0:
+            skipped["empty_box"] += 1
+            continue
+        records.append(
+            InstanceRecord(
+                image_path=_image_path(image_root, images[image_id]),
+                image_id=image_id,
+                ann_id=-1,
+                bbox=box.astype(np.float32),
+                bbox_score=score,
+                area=float(box[2] * box[3]),
+                keypoints=np.zeros((num, 2), np.float32),
+                visible=np.zeros(num, np.float32),
+            )
+        )
+    log.info(
+        "%s: %d detections kept (skipped %d non-person, %d with score < %g, %d empty boxes)",
+        bbox_file,
+        len(records),
+        skipped["category"],
+        skipped["low_score"],
+        det_score_thr,
+        skipped["empty_box"],
+    )
+    return records
