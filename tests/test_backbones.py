@@ -99,6 +99,7 @@ def test_vit_is_built_for_the_input_size_and_returns_the_normed_token_map() -> N
     assert tuple(model.patch_embed.grid_size) == (8, 6)
     assert model.pos_embed.shape[1] == model.num_prefix_tokens + 8 * 6
     assert model.blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
+    assert model.blocks[0].attn.num_heads == 12  # ViTPose-S
     assert not isinstance(model.norm, torch.nn.Identity)  # the final LayerNorm is kept and applied
     x = torch.randn(1, 3, 128, 96)
     vit.eval()

@@ -90,12 +90,11 @@ def resolve_deconv_layers(
                 f"{target_stride}; set head.deconv.num_layers to an integer"
             )
         return ratio.bit_length() - 1
-    if isinstance(num_layers, bool) or not isinstance(num_layers, (int, str)):
-        raise ValueError(f"deconv.num_layers must be 'auto' or an integer >= 0, got {num_layers!r}")
-    try:
+    layers = -1
+    if isinstance(num_layers, int) and not isinstance(num_layers, bool):
+        layers = num_layers
+    elif isinstance(num_layers, str) and num_layers.strip().isdigit():
         layers = int(num_layers)
-    except ValueError as err:
-        raise ValueError(f"deconv.num_layers must be 'auto' or an integer >= 0, got {num_layers!r}") from err
     if layers < 0:
         raise ValueError(f"deconv.num_layers must be 'auto' or an integer >= 0, got {num_layers!r}")
     return layers
