@@ -55,8 +55,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     config = to_container(cfg)
 
     system = TopDownSystem(config)
+    augmentation = {**config["task"]["augmentation"], **(config["dataset"].get("augmentation") or {})}
     datamodule = TopDownDataModule(
-        config["dataset"], system.spec, system.codec, config["task"]["augmentation"],
+        config["dataset"], system.spec, system.codec, augmentation,
         padding=float(config["task"].get("padding", 1.25)), seed=int(cfg.seed),
     )
     ckpt_dir = run_dir / "checkpoints"
