@@ -34,8 +34,12 @@ from sar.evaluation.keypoint_error import load_coco_dict
 from sar.evaluation.results import write_json_atomic
 
 __all__ = [
+    "CROWD_METRIC_NAMES",
     "METRIC_NAMES",
+    "WHOLEBODY_FIELDS",
     "CocoEvaluator",
+    "CrowdPoseEvaluator",
+    "WholeBodyEvaluator",
     "instance_score",
     "oks_iou",
     "oks_nms",
@@ -396,3 +400,206 @@ class CocoEvaluator:
         if out_dir is not None:
             write_json_atomic(results, Path(out_dir) / f"{prefix}_keypoints.json")
         return self.compute_stats(results)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CrowdPose
+# ---------------------------------------------------------------------------------------------------------------
+#: Metric names of :class:`CrowdPoseEvaluator`, in the order of faster-coco-eval's ``keypoints_crowd`` stats.
+CROWD_METRIC_NAMES: tuple[str, ...] = (
+    "AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard",
+)  # fmt: skip
+
+
+class CrowdPoseEvaluator(CocoEvaluator):
+    """CrowdPose keypoint AP: :class:`CocoEvaluator`'s rescoring / OKS-NMS / results json, scored with
+    faster-coco-eval's crowd protocol (``iouType="keypoints_crowd"``, ``use_area=False``).
+
+    As the official CrowdPose tools: the GT has no ``area``, so the OKS scale is ``0.53 * w * h`` of the GT box;
+    there are no area ranges; AP_easy / AP_medium / AP_hard are the mean precision (maxDets 20) over the images
+    with ``crowdIndex < 0.2`` / ``< 0.8`` / ``>= 0.8``, rounded to 4 decimals by faster-coco-eval, and ``-1``
+    for a split with no image. Always uses the ``faster_coco_eval`` backend (pycocotools has no crowd mode).
+    Arguments are those of :class:`CocoEvaluator` (without ``backend``).
+    """
+
+    def __init__(
+        self, ann_file: str | os.PathLike[str] | Mapping[str, Any], sigmas: Any, **kwargs: Any
+    ) -> None:
+        if kwargs.pop("backend", "faster_coco_eval") != "faster_coco_eval":
+            raise ValueError("CrowdPoseEvaluator needs backend='faster_coco_eval'")
+        super().__init__(ann_file, sigmas, backend="faster_coco_eval", **kwargs)
+        missing = [img.get("id") for img in self._gt_dict["images"] if "crowdIndex" not in img]
+        if missing:
+            raise ValueError(
+                f"{self.ann_source}: images {missing[:5]} have no 'crowdIndex' (not a CrowdPose file)"
+            )
+
+    def compute_stats(self, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """Run the crowd keypoint evaluation on a COCO results list -> :data:`CROWD_METRIC_NAMES` -> float."""
+        from faster_coco_eval import COCOeval_faster
+
+        buf = io.StringIO()
+        anns = copy.deepcopy(list(results))
+        with redirect_stdout(buf):
+            coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
+            ev = COCOeval_faster(
+                self._coco_gt,
+                coco_dt,
+                iouType="keypoints_crowd",
+                kpt_oks_sigmas=self.sigmas.copy(),
+                use_area=False,
+                print_function=lambda *args, **_: print(*args, file=buf),
+            )
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        self.last_log = buf.getvalue()
+        stats = np.asarray(ev.stats, dtype=np.float64)
+        return {name: float(stats[i]) for i, name in enumerate(CROWD_METRIC_NAMES)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# COCO-WholeBody
+# ---------------------------------------------------------------------------------------------------------------
+#: The GT fields of COCO-WholeBody, concatenated in this order into the 133 keypoints.
+WHOLEBODY_FIELDS: tuple[str, ...] = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")
+
+
+class WholeBodyEvaluator:
+    """COCO-WholeBody AP/AR per part and for the whole body, the way the official evaluation scores them.
+
+    Ground truth: an official COCO-WholeBody json (``keypoints`` 17 + ``foot_kpts`` 6 + ``face_kpts`` 68 +
+    ``lefthand_kpts`` 21 + ``righthand_kpts`` 21). Predictions: :class:`CocoEvaluator` records with 133 keypoints.
+
+    1. Rescoring and OKS-NMS are done **once** on all 133 keypoints (133 sigmas), as MMPose's whole-body metric.
+    2. For each part of ``spec.parts`` (``body``, ``foot``, ``face``, ``left_hand``, ``right_hand``) and for
+       ``wholebody`` (all keypoints), the GT and the results are restricted to that part's keypoints (written as
+       the ``keypoints`` field), the GT ``num_keypoints`` is recounted over the part (``v > 0``) so that persons
+       without a labelled keypoint of the part are *ignored* (xtcocotools), the GT keeps its **full-body**
+       ``area`` and ``bbox`` (the official OKS scale for every part), and pycocotools ``COCOeval`` runs with
+       ``kpt_oks_sigmas = spec.sigmas[part]``. As in xtcocotools, a prediction with no keypoint score > 0 in the
+       part is dropped for that part.
+    3. Metrics: ``AP_<part>`` / ``AR_<part>`` (COCOeval ``stats[0]`` / ``stats[5]``: OKS 0.50:0.95, all areas,
+       20 detections) for every part and ``wholebody``; ``AP`` / ``AR`` repeat the whole-body values. A part whose
+       GT has no labelled keypoint at all gets ``-1`` (COCOeval's value for an empty ground truth).
+       The full COCOeval stats of each part are kept in :attr:`last_stats`.
+
+    Args:
+        ann_file: whole-body GT, a path or a dict.
+        spec: the ``coco_wholebody`` :class:`~sar.data.spec.KeypointSpec` (``sigmas`` (133,), ``parts``), or any
+            object with ``sigmas`` and ``parts``.
+        use_nms, nms_thr, kpt_score_thr, score_mode: as :class:`CocoEvaluator`.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | os.PathLike[str] | Mapping[str, Any],
+        spec: Any,
+        use_nms: bool = True,
+        nms_thr: float = 0.9,
+        kpt_score_thr: float = 0.2,
+        score_mode: ScoreMode = "bbox_keypoint",
+    ) -> None:
+        self.sigmas = _as_sigmas(spec)
+        self.num_keypoints = int(self.sigmas.size)
+        parts = {str(k): tuple(int(i) for i in v) for k, v in dict(getattr(spec, "parts", {}) or {}).items()}
+        if "wholebody" in parts:
+            raise ValueError("'wholebody' is reserved for the all-keypoint evaluation")
+        parts["wholebody"] = tuple(range(self.num_keypoints))
+        for name, ids in parts.items():
+            if not ids or min(ids) < 0 or max(ids) >= self.num_keypoints:
+                raise ValueError(f"part {name!r} has keypoint ids outside [0, {self.num_keypoints})")
+        self.parts = parts
+        self.ann_source = ann_file if not isinstance(ann_file, Mapping) else "<dict>"
+        gt = load_coco_dict(ann_file)
+        full = self._full_gt(gt)
+        # rescoring + NMS on all keypoints; scoring per part by one CocoEvaluator each (no NMS there)
+        self._full = CocoEvaluator(
+            full,
+            self.sigmas,
+            use_nms=use_nms,
+            nms_thr=nms_thr,
+            kpt_score_thr=kpt_score_thr,
+            score_mode=score_mode,
+        )
+        self._part_evals = {
+            name: CocoEvaluator(self._restrict_gt(full, ids), self.sigmas[list(ids)], use_nms=False)
+            for name, ids in parts.items()
+        }
+        self.last_results: list[dict[str, Any]] = []
+        self.last_stats: dict[str, dict[str, float]] = {}
+
+    def _full_gt(self, gt: Mapping[str, Any]) -> dict[str, Any]:
+        """The GT with the 133 keypoints concatenated into ``keypoints`` (other fields kept)."""
+        out = {k: v for k, v in gt.items() if k != "annotations"}
+        anns = []
+        for ann in gt.get("annotations", []):
+            ann = dict(ann)
+            flat: list[Any] = []
+            for field in WHOLEBODY_FIELDS:
+                values = ann.get(field)
+                if not isinstance(values, list):
+                    raise ValueError(  # noqa: TRY004
+                        f"{self.ann_source}: annotation {ann.get('id')} lacks whole-body field {field!r}"
+                    )
+                flat.extend(values)
+            if len(flat) != 3 * self.num_keypoints:
+                raise ValueError(
+                    f"{self.ann_source}: annotation {ann.get('id')} has {len(flat) // 3} keypoints, "
+                    f"expected {self.num_keypoints}"
+                )
+            ann["keypoints"] = flat
+            anns.append(ann)
+        out["annotations"] = anns
+        return out
+
+    @staticmethod
+    def _restrict_gt(full: Mapping[str, Any], ids: Sequence[int]) -> dict[str, Any]:
+        out = {k: v for k, v in full.items() if k not in ("annotations", "categories")}
+        idx = list(ids)
+        anns = []
+        for ann in full["annotations"]:
+            kpts = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)[idx]
+            part = {k: v for k, v in ann.items() if k not in WHOLEBODY_FIELDS}
+            part["keypoints"] = kpts.reshape(-1).tolist()
+            part["num_keypoints"] = int((kpts[:, 2] > 0).sum())
+            anns.append(part)
+        out["annotations"] = anns
+        cats = []
+        for cat in full.get("categories", []):
+            cat = dict(cat)
+            cat["keypoints"] = [f"kpt_{i}" for i in idx]
+            cat["skeleton"] = []
+            cats.append(cat)
+        out["categories"] = cats
+        return out
+
+    def evaluate(
+        self,
+        preds: Sequence[Mapping[str, Any]],
+        out_dir: str | os.PathLike[str] | None = None,
+        prefix: str = "results",
+    ) -> dict[str, float]:
+        """Evaluate prediction records (133 keypoints); writes ``<out_dir>/<prefix>_keypoints.json`` (all 133
+        keypoints, after rescoring / NMS) when ``out_dir`` is given. Returns ``AP_<part>``, ``AR_<part>``, ``AP``,
+        ``AR`` (see the class docstring)."""
+        results = self._full.format_results(preds)
+        self.last_results = results
+        if out_dir is not None:
+            write_json_atomic(results, Path(out_dir) / f"{prefix}_keypoints.json")
+        metrics: dict[str, float] = {}
+        self.last_stats = {}
+        for name, ids in self.parts.items():
+            part_results = []
+            for r in results:
+                kpts = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)[list(ids)]
+                if not np.any(kpts[:, 2] > 0):
+                    continue
+                part_results.append({**r, "keypoints": kpts.reshape(-1).tolist()})
+            stats = self._part_evals[name].compute_stats(part_results)
+            self.last_stats[name] = stats
+            metrics[f"AP_{name}"] = stats["AP"]
+            metrics[f"AR_{name}"] = stats["AR"]
+        metrics["AP"] = metrics["AP_wholebody"]
+        metrics["AR"] = metrics["AR_wholebody"]
+        return metrics

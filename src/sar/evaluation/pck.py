@@ -1,0 +1,133 @@
+"""MPII PCKh (sar-method §6), the official protocol reimplemented.
+
+A joint is correct when ``||pred - gt|| <= alpha * head_size`` with ``head_size = SC_BIAS * headbox diagonal``
+(``SC_BIAS = 0.6``); only joints labelled in the ground truth (``visible > 0``, i.e. ``jnt_missing == 0``) count.
+
+* Per joint: ``PCKh_j = correct_j / visible_j`` (``nan`` for a joint never labelled).
+* **Mean** (``"PCKh@<alpha>"``): the per-joint PCKh averaged with weights ``visible_j / sum visible`` over the
+  joints **excluding pelvis (6) and thorax (7)**, i.e. ``sum_j correct_j / sum_j visible_j`` over the other 14.
+* Groups (the official table): Head = head_top (9); Shoulder, Elbow, Wrist, Hip, Knee, Ankle = mean of the
+  left and right joints' PCKh (upper_neck is in the Mean but has no column).
+* The comparison is ``<=`` (the official MATLAB / HRNet code). ``PCKh@0.1`` is computed at exactly 0.1 (HRNet's
+  table reads its 0.01-step curve at index 11, i.e. 0.11; MMPose 1.x fixed this to 0.1).
+* All values are **fractions in [0, 1]** (the official code prints percentages).
+
+Predictions and ground truth must be in the same pixel frame: the official ``pos_gt_src`` is 1-based, so
+0-based predictions (this project's convention) get ``+ 1`` — :func:`pckh_from_mat` does that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MPII_GROUPS", "MPII_JOINT_NAMES", "PCKH_EXCLUDED", "SC_BIAS", "pckh", "pckh_from_mat"]
+
+SC_BIAS = 0.6
+PCKH_EXCLUDED: tuple[int, ...] = (6, 7)  # pelvis, thorax
+MPII_JOINT_NAMES: tuple[str, ...] = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
+    "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+    "left_wrist",
+)  # fmt: skip
+#: Official table columns -> joint indices (averaged).
+MPII_GROUPS: dict[str, tuple[int, ...]] = {
+    "Head": (9,),
+    "Shoulder": (12, 13),
+    "Elbow": (11, 14),
+    "Wrist": (10, 15),
+    "Hip": (2, 3),
+    "Knee": (1, 4),
+    "Ankle": (0, 5),
+}
+
+
+def _key(alpha: float) -> str:
+    return f"PCKh@{alpha:g}"
+
+
+def pckh(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    visible: np.ndarray,
+    headbox_sizes: np.ndarray | Sequence[float],
+    thresholds: Sequence[float] = (0.5, 0.1),
+    sc_bias: float = SC_BIAS,
+    joint_names: Sequence[str] = MPII_JOINT_NAMES,
+    excluded: Sequence[int] = PCKH_EXCLUDED,
+) -> dict[str, Any]:
+    """PCKh of ``pred`` (N, K, 2) against ``gt`` (N, K, 2) with ``visible`` (N, K).
+
+    Args:
+        headbox_sizes: (N,) diagonal length of each person's GT head box in pixels (the head size is
+            ``sc_bias *`` this).
+        thresholds: the alphas to report.
+        joint_names: K names for the per-joint tables (default: the MPII order).
+        excluded: joints left out of the Mean (default: pelvis, thorax).
+
+    Returns:
+        ``{"PCKh@0.5": mean, "PCKh@0.1": mean, "per_joint@0.5": {name: value}, "groups@0.5": {"Head": ...},
+        ..., "count": {name: visible count}}``: fractions in [0, 1]; ``nan`` where nothing is labelled.
+    """
+    p = np.asarray(pred, dtype=np.float64)
+    g = np.asarray(gt, dtype=np.float64)
+    vis = np.asarray(visible, dtype=np.float64) > 0
+    sizes = np.asarray(headbox_sizes, dtype=np.float64).reshape(-1)
+    if p.ndim != 3 or p.shape[-1] < 2 or g.shape[:2] != p.shape[:2] or g.shape[-1] < 2:
+        raise ValueError(f"pred and gt must be (N, K, 2) with the same N, K; got {p.shape} and {g.shape}")
+    n, k = p.shape[:2]
+    if vis.shape != (n, k) or sizes.shape != (n,):
+        raise ValueError(
+            f"visible must be ({n}, {k}) and headbox_sizes ({n},); got {vis.shape}, {sizes.shape}"
+        )
+    if len(joint_names) != k:
+        raise ValueError(f"{len(joint_names)} joint names for {k} joints")
+    if np.any(sizes[vis.any(axis=1)] <= 0):
+        raise ValueError("head box sizes must be > 0 for persons with labelled joints")
+
+    head = sc_bias * sizes
+    dist = np.linalg.norm(p[..., :2] - g[..., :2], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(vis, dist / np.where(head > 0, head, 1.0)[:, None], np.inf)
+    counts = vis.sum(axis=0)
+    included = np.ones(k, dtype=bool)
+    included[list(excluded)] = False
+
+    out: dict[str, Any] = {"count": {name: int(c) for name, c in zip(joint_names, counts, strict=True)}}
+    for alpha in thresholds:
+        correct = ((scaled <= alpha) & vis).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_joint = np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
+        denom = counts[included].sum()
+        out[_key(alpha)] = float(correct[included].sum() / denom) if denom > 0 else float("nan")
+        out[f"per_joint@{alpha:g}"] = {name: float(v) for name, v in zip(joint_names, per_joint, strict=True)}
+        if k == len(MPII_JOINT_NAMES):
+            out[f"groups@{alpha:g}"] = {
+                group: float(np.mean(per_joint[list(ids)])) for group, ids in MPII_GROUPS.items()
+            }
+    return out
+
+
+def pckh_from_mat(
+    pred: np.ndarray,
+    mat_file: str | os.PathLike[str],
+    thresholds: Sequence[float] = (0.5, 0.1),
+    pred_zero_based: bool = True,
+) -> dict[str, Any]:
+    """Official MPII val PCKh: ``pred`` (N, 16, 2) in the order of ``mpii_val.json`` against ``mpii_gt_val.mat``.
+
+    ``pred_zero_based=True`` (this project's frame) adds 1 to the predictions before comparing with the
+    1-based ``pos_gt_src``.
+    """
+    from sar.data.formats.mpii import load_mpii_headboxes
+
+    ref = load_mpii_headboxes(mat_file)
+    p = np.asarray(pred, dtype=np.float64)[..., :2]
+    if p.shape != ref["gt"].shape:
+        raise ValueError(f"{mat_file}: predictions {p.shape} do not match the ground truth {ref['gt'].shape}")
+    if pred_zero_based:
+        p = p + 1.0
+    return pckh(p, ref["gt"], ref["visible"], ref["headbox_sizes"], thresholds)
