@@ -60,3 +60,14 @@ def test_lr_factor_warmup_cosine_multistep() -> None:
     assert lr_factor(45, 0, 0.0, 100, "multistep", [20, 40], 0.1) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="scheduler"):
         lr_factor(0, 0, 0.0, 1, "bogus", [], 0.1)
+
+
+def test_trainer_groups_compose() -> None:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
+        cpu = compose("train")
+        gpu = compose("train", overrides=["trainer=gpu", "trainer.precision=bf16-mixed"])
+    assert cpu.trainer.accelerator == "cpu" and cpu.backbone.name == "mobilenetv3"
+    assert gpu.trainer.accelerator == "gpu" and gpu.trainer.precision == "bf16-mixed"
+    assert gpu.trainer.num_sanity_val_steps == 0  # inherited from the cpu group

@@ -103,6 +103,10 @@ class TopDownSystem(pl.LightningModule):
         self._preds = {}
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:
+            # Each rank only sees its shard: metrics computed here would be silently wrong.
+            raise NotImplementedError("validation under multi-process training needs the cross-rank gathering "
+                                      "of predictions (issue 5); validate with one device for now")
         dm = self.trainer.datamodule
         if not self._preds:
             return
