@@ -227,6 +227,11 @@ class CocoEvaluator:
         last_results: the COCO results list evaluated by the last :meth:`evaluate`.
     """
 
+    #: COCOeval flavour, extra ``COCOeval_faster`` arguments and the names of ``ev.stats`` (subclasses change them).
+    IOU_TYPE = "keypoints"
+    FASTER_KWARGS: Mapping[str, Any] = {}
+    METRICS: tuple[str, ...] = METRIC_NAMES
+
     def __init__(
         self,
         ann_file: str | os.PathLike[str] | Mapping[str, Any],
@@ -346,7 +351,7 @@ class CocoEvaluator:
         return dt
 
     def compute_stats(self, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """Run COCOeval (keypoints) on a COCO results list and return :data:`METRIC_NAMES` -> float.
+        """Run COCOeval (``IOU_TYPE``) on a COCO results list and return ``METRICS`` -> float.
 
         As in COCOeval, a value is -1 where the corresponding ground truth is empty (e.g. no medium persons).
         """
@@ -357,7 +362,7 @@ class CocoEvaluator:
                 from pycocotools.cocoeval import COCOeval
 
                 coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
-                ev = COCOeval(self._coco_gt, coco_dt, iouType="keypoints")
+                ev = COCOeval(self._coco_gt, coco_dt, iouType=self.IOU_TYPE)
                 ev.params.kpt_oks_sigmas = self.sigmas.copy()
             else:
                 from faster_coco_eval import COCOeval_faster
@@ -366,8 +371,9 @@ class CocoEvaluator:
                 ev = COCOeval_faster(
                     self._coco_gt,
                     coco_dt,
-                    iouType="keypoints",
+                    iouType=self.IOU_TYPE,
                     kpt_oks_sigmas=self.sigmas.copy(),
+                    **self.FASTER_KWARGS,
                     print_function=lambda *args, **_: print(*args, file=buf),
                 )
             ev.evaluate()
@@ -375,7 +381,7 @@ class CocoEvaluator:
             ev.summarize()
         self.last_log = buf.getvalue()
         stats = np.asarray(ev.stats, dtype=np.float64)
-        return {name: float(stats[i]) for i, name in enumerate(METRIC_NAMES)}
+        return {name: float(stats[i]) for i, name in enumerate(self.METRICS)}
 
     def evaluate(
         self,
@@ -422,6 +428,10 @@ class CrowdPoseEvaluator(CocoEvaluator):
     Arguments are those of :class:`CocoEvaluator` (without ``backend``).
     """
 
+    IOU_TYPE = "keypoints_crowd"
+    FASTER_KWARGS: Mapping[str, Any] = {"use_area": False}
+    METRICS = CROWD_METRIC_NAMES
+
     def __init__(
         self, ann_file: str | os.PathLike[str] | Mapping[str, Any], sigmas: Any, **kwargs: Any
     ) -> None:
@@ -433,29 +443,6 @@ class CrowdPoseEvaluator(CocoEvaluator):
             raise ValueError(
                 f"{self.ann_source}: images {missing[:5]} have no 'crowdIndex' (not a CrowdPose file)"
             )
-
-    def compute_stats(self, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """Run the crowd keypoint evaluation on a COCO results list -> :data:`CROWD_METRIC_NAMES` -> float."""
-        from faster_coco_eval import COCOeval_faster
-
-        buf = io.StringIO()
-        anns = copy.deepcopy(list(results))
-        with redirect_stdout(buf):
-            coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
-            ev = COCOeval_faster(
-                self._coco_gt,
-                coco_dt,
-                iouType="keypoints_crowd",
-                kpt_oks_sigmas=self.sigmas.copy(),
-                use_area=False,
-                print_function=lambda *args, **_: print(*args, file=buf),
-            )
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        self.last_log = buf.getvalue()
-        stats = np.asarray(ev.stats, dtype=np.float64)
-        return {name: float(stats[i]) for i, name in enumerate(CROWD_METRIC_NAMES)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
