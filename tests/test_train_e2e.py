@@ -43,3 +43,11 @@ def test_tiny_train_writes_metrics_and_checkpoints(tmp_path: Path, head: str) ->
     assert results and len(results[0]["keypoints"]) == 17 * 3
     assert (run_dir / "config.yaml").exists()
     assert (run_dir / "csv" / "metrics.csv").exists()
+
+
+def test_wandb_logger_writes_an_offline_run(tmp_path: Path) -> None:
+    run_dir = run_train(tmp_path, "logger=wandb", "trainer.max_epochs=1")
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb"))
+    assert (run_dir / "metrics.json").exists()
