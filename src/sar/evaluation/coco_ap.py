@@ -590,3 +590,18 @@ class WholeBodyEvaluator:
         metrics["AP"] = metrics["AP_wholebody"]
         metrics["AR"] = metrics["AR_wholebody"]
         return metrics
+
+
+#: The top-down evaluators a dataset config names with its ``evaluator`` key.
+EVALUATORS: dict[str, type] = {
+    "coco": CocoEvaluator,
+    "crowdpose": CrowdPoseEvaluator,
+    "wholebody": WholeBodyEvaluator,
+}
+
+
+def build_evaluator(kind: str, ann_file: str | os.PathLike[str] | Mapping[str, Any], spec: Any, **kwargs: Any):
+    """``EVALUATORS[kind](ann_file, spec, **kwargs)``; ``spec`` is the dataset's KeypointSpec."""
+    if kind not in EVALUATORS:
+        raise ValueError(f"unknown evaluator {kind!r} (known: {', '.join(EVALUATORS)})")
+    return EVALUATORS[kind](ann_file, spec, **kwargs)

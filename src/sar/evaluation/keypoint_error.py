@@ -16,6 +16,8 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from sar.data.formats.coco import WHOLEBODY_KEYPOINT_FIELDS
+
 __all__ = ["keypoint_error", "load_coco_dict", "matched_keypoints", "pck"]
 
 
@@ -32,6 +34,17 @@ def load_coco_dict(ann_file: str | os.PathLike[str] | Mapping[str, Any]) -> dict
     return data
 
 
+def _gt_keypoints(ann: Mapping[str, Any], num_keypoints: int) -> np.ndarray:
+    """GT (K,3) of an annotation: ``keypoints``, or the COCO-WholeBody fields concatenated when the
+    prediction has their total count (133)."""
+    body = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+    if body.shape[0] != num_keypoints and all(f in ann for f in WHOLEBODY_KEYPOINT_FIELDS):
+        full = np.concatenate([np.asarray(ann[f], dtype=np.float64).reshape(-1, 3) for f in WHOLEBODY_KEYPOINT_FIELDS])
+        if full.shape[0] == num_keypoints:
+            return full
+    return body
+
+
 def matched_keypoints(
     preds: Sequence[Mapping[str, Any]],
     ann_file: str | os.PathLike[str] | Mapping[str, Any],
@@ -45,21 +58,18 @@ def matched_keypoints(
         ValueError: an ``ann_id`` is not in the annotation file, or the keypoint count K differs.
     """
     data = load_coco_dict(ann_file)
-    gt_by_id: dict[int, tuple[np.ndarray, Mapping[str, Any]]] = {}
-    for ann in data.get("annotations", []):
-        if "keypoints" in ann:
-            gt_by_id[int(ann["id"])] = (np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3), ann)
+    anns_by_id = {int(ann["id"]): ann for ann in data.get("annotations", []) if "keypoints" in ann}
     for pred in preds:
         ann_id = int(pred["ann_id"])
         if ann_id == -1:
             continue
-        found = gt_by_id.get(ann_id)
-        if found is None:
+        ann = anns_by_id.get(ann_id)
+        if ann is None:
             raise ValueError(
                 f"prediction ann_id {ann_id} is not a keypoint annotation of the annotation file"
             )
-        gt, ann = found
         kpts = np.asarray(pred["keypoints"], dtype=np.float64)
+        gt = _gt_keypoints(ann, kpts.shape[0] if kpts.ndim == 2 else -1)
         if kpts.ndim != 2 or kpts.shape[0] != gt.shape[0] or kpts.shape[1] < 2:
             raise ValueError(
                 f"prediction for ann_id {ann_id} has keypoints of shape {kpts.shape}, expected ({gt.shape[0]}, 2|3)"

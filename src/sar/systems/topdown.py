@@ -17,7 +17,7 @@ import torch
 
 from sar.codecs import build_codec
 from sar.data.spec import load_spec
-from sar.evaluation.coco_ap import CocoEvaluator
+from sar.evaluation.coco_ap import build_evaluator
 from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
 from sar.models.losses import build_loss
 from sar.models.pose_model import build_pose_model
@@ -111,9 +111,10 @@ class TopDownSystem(pl.LightningModule):
         if not self._preds:
             return
         ev = self.cfg["task"]["evaluation"]
-        evaluator = CocoEvaluator(
-            dm.val_ann_file, self.spec.sigmas, use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]),
-            kpt_score_thr=float(ev["kpt_score_thr"]), score_mode=str(ev["score_mode"]),
+        evaluator = build_evaluator(
+            str(self.cfg["dataset"].get("evaluator", "coco")), dm.val_ann_file, self.spec,
+            use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]), kpt_score_thr=float(ev["kpt_score_thr"]),
+            score_mode=str(ev["score_mode"]),
         )
         metrics = evaluator.evaluate(self._preds[0], self.results_dir, prefix="results")
         gt_loader = max(self._preds)  # GT-box loader is the last one
