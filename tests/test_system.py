@@ -71,3 +71,14 @@ def test_trainer_groups_compose() -> None:
     assert cpu.trainer.accelerator == "cpu" and cpu.backbone.name == "mobilenetv3"
     assert gpu.trainer.accelerator == "gpu" and gpu.trainer.precision == "bf16-mixed"
     assert gpu.trainer.num_sanity_val_steps == 0  # inherited from the cpu group
+
+
+def test_task_wholebody_selects_the_wholebody_dataset_unless_overridden() -> None:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
+        wb = compose("train", overrides=["task=wholebody"])
+        wb_coco = compose("train", overrides=["task=wholebody", "dataset=coco"])
+    assert wb.task.name == "wholebody" and wb.dataset.spec == "coco_wholebody" and wb.dataset.evaluator == "wholebody"
+    assert wb.task.monitor == "val/AP"  # inherited from the top-down task
+    assert wb_coco.dataset.name == "coco"
