@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from sar.codecs.flip import merge_flip
 from sar.codecs.heatmap import gaussian_targets, keypoint_weights
 
 __all__ = ["SARCodec", "sar_grid"]
@@ -105,9 +106,4 @@ class SARCodec:
         """
         coords, scores = self.decode(outputs)
         f_coords, f_scores = self.decode(flipped_outputs)
-        index = torch.as_tensor(flip_indices, dtype=torch.long, device=coords.device)
-        f_coords = f_coords.index_select(1, index)
-        f_scores = f_scores.index_select(1, index)
-        f_x = (self.input_size[0] - 1) - f_coords[..., 0]
-        f_coords = torch.stack([f_x, f_coords[..., 1]], dim=-1)
-        return 0.5 * (coords + f_coords), 0.5 * (scores + f_scores)
+        return merge_flip(coords, scores, f_coords, f_scores, flip_indices, self.input_size[0])
