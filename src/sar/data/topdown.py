@@ -238,6 +238,7 @@ class TopDownDataset(Dataset):
 
         targets = self.codec.encode(crop_keypoints, np.asarray(visible, dtype=np.float32))
         meta = {
+            "index": index,  # position in this dataset: the id that drops DDP padding repeats
             "image_id": image_id,
             "ann_id": int(self.ann_ids[index]),
             "bbox_score": float(self.bbox_scores[index]),
