@@ -22,6 +22,7 @@ from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
 from sar.models.losses import build_loss
 from sar.models.pose_model import build_pose_model
 from sar.systems.optim import layer_decay_param_groups
+from sar.utils.scale import compute_scaling, describe_scaling, effective_lr
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,47 @@ def lr_factor(step: int, warmup_iters: int, warmup_ratio: float, total_steps: in
     if warmup_iters > 0 and step < warmup_iters:
         factor *= warmup_ratio + (1.0 - warmup_ratio) * step / warmup_iters
     return factor
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def gather_predictions(preds: dict[int, list[dict]]) -> dict[int, list[dict]]:
+    """All ranks' prediction records (collective: every rank must call it), merged per dataloader.
+
+    The DistributedSampler pads each loader to a multiple of the world size by repeating samples; records
+    are de-duplicated by their dataset ``index`` and sorted by it, which reproduces the one-process order
+    (so the metrics, OKS-NMS ties included, are those of a one-process run).
+    """
+    if _dist_ready() and torch.distributed.get_world_size() > 1:
+        gathered: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, preds)
+    else:
+        gathered = [preds]
+    return merge_predictions(gathered)
+
+
+def merge_predictions(parts: list[dict[int, list[dict]]]) -> dict[int, list[dict]]:
+    """Merge per-rank ``{loader: records}``; records carrying ``index`` are de-duplicated and sorted by it."""
+    merged: dict[int, list[dict]] = {}
+    for part in parts:
+        for loader, records in (part or {}).items():
+            merged.setdefault(int(loader), []).extend(records)
+    for loader, records in merged.items():
+        if all("index" in r for r in records):
+            unique = {int(r["index"]): r for r in records}
+            merged[loader] = [unique[i] for i in sorted(unique)]
+    return merged
+
+
+def broadcast_from_zero(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (the value itself when not distributed)."""
+    if not (_dist_ready() and torch.distributed.get_world_size() > 1):
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class TopDownSystem(pl.LightningModule):
@@ -91,53 +133,95 @@ class TopDownSystem(pl.LightningModule):
         in_image = apply_affine(meta["inv_warp"].to(keypoints), keypoints.float())
         kpts = torch.cat([in_image, scores.float()[..., None]], dim=-1).cpu().numpy()
         for i in range(kpts.shape[0]):
-            self._preds.setdefault(dataloader_idx, []).append({
+            record = {
                 "image_id": int(meta["image_id"][i]),
                 "ann_id": int(meta["ann_id"][i]),
                 "keypoints": kpts[i].astype(np.float64),
                 "bbox_score": float(meta["bbox_score"][i]),
                 "area": float(meta["area"][i]),
-            })
+            }
+            if "index" in meta:  # dataset position: the id that removes DDP padding duplicates
+                record["index"] = int(meta["index"][i])
+            self._preds.setdefault(dataloader_idx, []).append(record)
 
     def on_validation_epoch_start(self) -> None:
         self._preds = {}
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.world_size > 1:
-            # Each rank only sees its shard: metrics computed here would be silently wrong.
-            raise NotImplementedError("validation under multi-process training needs the cross-rank gathering "
-                                      "of predictions (issue 5); validate with one device for now")
-        dm = self.trainer.datamodule
-        if not self._preds:
+        # Under DDP every rank holds its shard: gather all ranks' records (collective), compute the metrics
+        # once on rank 0 (only rank 0 writes files), broadcast them, and log the same values on every rank.
+        preds = gather_predictions(self._preds)
+        self._preds = {}
+        outcome: dict[str, Any] | None = None
+        if self.trainer.world_size == 1:
+            outcome = {"metrics": self.compute_metrics(preds) if preds else None}
+        else:
+            if self.trainer.is_global_zero:
+                try:
+                    outcome = {"metrics": self.compute_metrics(preds) if preds else None}
+                except Exception as err:  # re-raised on every rank below, after the broadcast
+                    outcome = {"error": f"{type(err).__name__}: {err}"}
+                    log.exception("validation metrics failed on rank 0")
+            outcome = broadcast_from_zero(outcome)
+        if outcome and outcome.get("error"):
+            raise RuntimeError(f"validation metrics failed on rank 0: {outcome['error']}")
+        if not outcome or not outcome.get("metrics"):
             return
+        self.last_metrics = {k: float(v) for k, v in outcome["metrics"].items()}
+        for name, value in self.last_metrics.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("AP", "kpt_error_px"), add_dataloader_idx=False,
+                     sync_dist=True)  # identical on every rank: the reduction keeps the value
+
+    def compute_metrics(self, preds: dict[int, list[dict]]) -> dict[str, float]:
+        """AP (and friends) on loader 0, keypoint error and strict PCK on the GT-box loader (the last one).
+
+        Writes the results json into ``results_dir`` when it is set."""
+        dm = self.trainer.datamodule
         ev = self.cfg["task"]["evaluation"]
         evaluator = build_evaluator(
             str(self.cfg["dataset"].get("evaluator", "coco")), dm.val_ann_file, self.spec,
             use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]), kpt_score_thr=float(ev["kpt_score_thr"]),
-            score_mode=str(ev["score_mode"]),
+            score_mode=str(ev["score_mode"]), **getattr(dm, "evaluator_options", {}),
         )
-        metrics = evaluator.evaluate(self._preds[0], self.results_dir, prefix="results")
-        gt_loader = max(self._preds)  # GT-box loader is the last one
+        metrics = evaluator.evaluate(preds[0], self.results_dir, prefix="results")
+        if "kpt_error_px" in metrics or getattr(evaluator, "results_only", False):
+            return {k: float(v) for k, v in metrics.items()}  # measured by the evaluator (MPII) / no GT (test-dev)
+        gt_loader = max(preds)  # GT-box loader is the last one
         gt = load_coco_dict(dm.val_ann_file)
-        metrics["kpt_error_px"] = float(keypoint_error(self._preds[gt_loader], gt))
+        metrics["kpt_error_px"] = float(keypoint_error(preds[gt_loader], gt))
         # strict PCK: fraction of labelled keypoints with error <= 0.05 * max(w, h) of the GT box
-        metrics["PCK@0.05"] = float(pck(self._preds[gt_loader], gt, alpha=0.05))
-        self.last_metrics = {k: float(v) for k, v in metrics.items()}
-        for name, value in self.last_metrics.items():
-            self.log(f"val/{name}", value, prog_bar=name in ("AP", "kpt_error_px"), add_dataloader_idx=False)
-        self._preds = {}
+        metrics["PCK@0.05"] = float(pck(preds[gt_loader], gt, alpha=0.05))
+        return {k: float(v) for k, v in metrics.items()}
 
     # -- optimisation ------------------------------------------------------------------------------
+    def scaled_lr(self) -> float:
+        """The effective lr (``optim.scaled``, see sar.utils.scale), checked against the trainer's actual
+        world size and accumulation; on a mismatch the trainer's numbers win (with a warning)."""
+        o = self.cfg["optim"]
+        planned = o.get("scaled")
+        trainer = self._trainer
+        if trainer is None:
+            return effective_lr(o)
+        actual = compute_scaling(o, int(self.cfg["dataset"]["batch_size"]), int(trainer.num_devices),
+                                 int(trainer.num_nodes), int(trainer.accumulate_grad_batches))
+        if planned and (planned["global_batch_size"], planned["lr"]) != (actual["global_batch_size"], actual["lr"]):
+            log.warning("the trainer runs %s, not the planned %s: using the trainer's numbers",
+                        describe_scaling(actual), describe_scaling(planned))
+        elif not planned and trainer.is_global_zero:
+            log.info("%s", describe_scaling(actual))
+        return float(actual["lr"])
+
     def configure_optimizers(self):
         o = self.cfg["optim"]
+        lr = self.scaled_lr()
         params = [p for p in self.parameters() if p.requires_grad]
         if o["name"] == "adam":
-            optimizer = torch.optim.Adam(params, lr=float(o["lr"]), weight_decay=float(o.get("weight_decay", 0.0)))
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=float(o.get("weight_decay", 0.0)))
         elif o["name"] == "adamw":
             if o.get("layer_decay") not in (None, 1.0):  # ViT layer-wise lr decay (sar.systems.optim)
-                params = layer_decay_param_groups(self, float(o["lr"]), float(o.get("weight_decay", 0.01)),
+                params = layer_decay_param_groups(self, lr, float(o.get("weight_decay", 0.01)),
                                                   float(o["layer_decay"]))
-            optimizer = torch.optim.AdamW(params, lr=float(o["lr"]), weight_decay=float(o.get("weight_decay", 0.01)))
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(o.get("weight_decay", 0.01)))
         else:
             raise ValueError(f"unknown optimiser '{o['name']}' (adam, adamw)")
         total = int(self.trainer.estimated_stepping_batches)

@@ -1,0 +1,165 @@
+"""Scale-related checks: the trainer precision, the global batch and the learning-rate scaling rule.
+
+The global batch of one optimiser step is ``dataset.batch_size`` (per device) x devices x num_nodes x
+``trainer.accumulate_grad_batches``. The optimiser's ``lr`` is the rate tuned for ``optim.base_batch_size``
+(null: no scaling, ``lr`` is used as it is); with a base batch the effective rate is
+
+    lr_effective = lr * f(global_batch / base_batch_size),  f = identity (``scale_lr: linear``),
+                                                              sqrt (``sqrt``) or 1 (``none``).
+
+:func:`prepare_run_config` (called at the start of ``sar.train.run``) validates the precision, computes this
+from the config and writes the result into ``optim.scaled`` of the run's config, so that it appears in the
+printed and saved ``config.yaml``, in the logger's hyperparameters and in the checkpoint.
+``TopDownSystem.configure_optimizers`` recomputes it from the trainer's actual world size and warns when the
+two disagree (the trainer is then right).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+__all__ = [
+    "PRECISIONS",
+    "SCALE_RULES",
+    "compute_scaling",
+    "describe_scaling",
+    "effective_lr",
+    "lr_scale_factor",
+    "num_devices",
+    "prepare_run_config",
+    "validate_precision",
+]
+
+log = logging.getLogger("sar.scale")
+
+#: Accepted ``trainer.precision`` values (Lightning's names; 32 may be written 32, "32" or "32-true").
+PRECISIONS: tuple[str, ...] = ("32", "32-true", "bf16-mixed", "16-mixed")
+SCALE_RULES: tuple[str, ...] = ("linear", "sqrt", "none")
+
+
+def validate_precision(value: Any) -> int | str:
+    """``trainer.precision`` normalised for Lightning (32 -> 32); anything else than 32, bf16-mixed and
+    16-mixed raises a ``ValueError`` naming the accepted values."""
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text not in PRECISIONS:
+        raise ValueError(
+            f"trainer.precision={value!r} is not supported; use one of 32 (full precision), bf16-mixed "
+            f"(Ampere or newer GPUs, no loss scaling) or 16-mixed (fp16 AMP with loss scaling)"
+        )
+    return 32 if text in ("32", "32-true") else text
+
+
+def num_devices(trainer_cfg: Mapping[str, Any]) -> int:
+    """Devices per node as Lightning will count them: an int, a list of ids, "0,1", or -1/"auto" (all
+    visible GPUs for a GPU accelerator, 1 on CPU)."""
+    devices = trainer_cfg.get("devices", "auto")
+    accelerator = str(trainer_cfg.get("accelerator", "auto") or "auto").lower()
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return max(len(devices), 1)
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:
+            return len([d for d in text.split(",") if d.strip()])
+        if text.lstrip("-").isdigit():
+            devices = int(text)
+        elif text == "auto":
+            devices = -1 if accelerator in ("gpu", "cuda", "auto") else 1
+        else:
+            raise ValueError(f"trainer.devices={devices!r}: expected an int, a list of ids, -1 or 'auto'")
+    devices = int(devices)
+    if devices == -1:
+        if accelerator in ("gpu", "cuda", "auto"):
+            import torch
+
+            count = torch.cuda.device_count()
+            if count == 0 and accelerator != "auto":
+                raise ValueError("trainer.devices=-1 with a GPU accelerator, but no GPU is visible")
+            return max(count, 1)
+        return 1
+    if devices <= 0:
+        raise ValueError(f"trainer.devices={devices}: must be positive, -1 or 'auto'")
+    return devices
+
+
+def lr_scale_factor(global_batch: int, base_batch_size: int | None, rule: str) -> float:
+    """f(global_batch / base_batch_size) for ``rule`` in linear | sqrt | none; 1 when ``base_batch_size``
+    is None."""
+    rule = str(rule).lower()
+    if rule not in SCALE_RULES:
+        raise ValueError(f"optim.scale_lr={rule!r}: use one of {', '.join(SCALE_RULES)}")
+    if base_batch_size is None or rule == "none":
+        return 1.0
+    if int(base_batch_size) <= 0:
+        raise ValueError(f"optim.base_batch_size={base_batch_size}: must be a positive int or null")
+    ratio = int(global_batch) / int(base_batch_size)
+    return ratio if rule == "linear" else math.sqrt(ratio)
+
+
+def compute_scaling(optim: Mapping[str, Any], per_device_batch: int, devices: int, num_nodes: int = 1,
+                    accumulate_grad_batches: int = 1) -> dict[str, Any]:
+    """The global batch and the effective learning rate (a plain dict, stored as ``optim.scaled``)."""
+    base = optim.get("base_batch_size")
+    base = None if base in (None, "", "null") else int(base)
+    rule = str(optim.get("scale_lr", "linear") or "none")
+    world_size = int(devices) * int(num_nodes)
+    accumulate = int(accumulate_grad_batches or 1)
+    global_batch = int(per_device_batch) * world_size * accumulate
+    factor = lr_scale_factor(global_batch, base, rule)
+    return {
+        "per_device_batch_size": int(per_device_batch),
+        "devices": int(devices),
+        "num_nodes": int(num_nodes),
+        "world_size": world_size,
+        "accumulate_grad_batches": accumulate,
+        "global_batch_size": global_batch,
+        "base_batch_size": base,
+        "scale_lr": rule if base is not None else "none",
+        "lr_factor": float(factor),
+        "base_lr": float(optim["lr"]),
+        "lr": float(optim["lr"]) * float(factor),
+    }
+
+
+def describe_scaling(s: Mapping[str, Any]) -> str:
+    """One console line: how the global batch and the effective lr came about."""
+    batch = (f"global batch {s['global_batch_size']} = {s['per_device_batch_size']} per device x "
+             f"{s['devices']} device(s) x {s['num_nodes']} node(s) x {s['accumulate_grad_batches']} accumulation")
+    if s["base_batch_size"] is None:
+        return f"{batch}; lr {s['lr']:.6g} (optim.base_batch_size=null: not scaled)"
+    return (f"{batch}; lr {s['lr']:.6g} = {s['base_lr']:.6g} x {s['scale_lr']}({s['global_batch_size']}/"
+            f"{s['base_batch_size']}) = {s['base_lr']:.6g} x {s['lr_factor']:.4g}")
+
+
+def effective_lr(optim: Mapping[str, Any]) -> float:
+    """The lr the optimiser uses: ``optim.scaled.lr`` when set (see :func:`prepare_run_config`), else ``lr``."""
+    scaled = optim.get("scaled")
+    return float(scaled["lr"]) if scaled else float(optim["lr"])
+
+
+def _trainer_scaling(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    trainer = cfg["trainer"]
+    return compute_scaling(
+        cfg["optim"], int(cfg["dataset"]["batch_size"]), num_devices(trainer), int(trainer.get("num_nodes") or 1),
+        int(trainer.get("accumulate_grad_batches") or 1),
+    )
+
+
+def prepare_run_config(cfg: DictConfig) -> dict[str, Any]:
+    """Validate ``trainer.precision`` and write ``optim.scaled`` (global batch, effective lr) into ``cfg``.
+
+    Logs the scaling line on the console and returns the ``optim.scaled`` dict."""
+    with open_dict(cfg):
+        cfg.trainer.precision = validate_precision(cfg.trainer.get("precision", 32))
+        scaled = _trainer_scaling(OmegaConf.to_container(cfg, resolve=True))
+        cfg.optim.scaled = scaled
+    log.info("%s", describe_scaling(scaled))
+    if scaled["world_size"] * scaled["accumulate_grad_batches"] > 1 and scaled["base_batch_size"] is None:
+        log.warning("the global batch (%d) depends on the device count but optim.base_batch_size is null: the lr "
+                    "is not scaled (set optim.base_batch_size to the batch the lr was tuned for)",
+                    scaled["global_batch_size"])
+    return scaled

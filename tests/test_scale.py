@@ -1,0 +1,104 @@
+"""Scale: precision validation, global batch and the lr scaling rule (sar.utils.scale), trainer configs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+import sar  # noqa: F401  (registers the sar.uid resolver)
+from sar.utils.scale import (
+    compute_scaling,
+    describe_scaling,
+    effective_lr,
+    lr_scale_factor,
+    num_devices,
+    prepare_run_config,
+    validate_precision,
+)
+
+
+@pytest.mark.parametrize("value,expected", [(32, 32), ("32", 32), ("32-true", 32), ("bf16-mixed", "bf16-mixed"),
+                                            ("16-mixed", "16-mixed")])
+def test_precision_accepted(value, expected) -> None:
+    assert validate_precision(value) == expected
+
+
+@pytest.mark.parametrize("value", [16, "16", "bf16", "64", "fp16", "transformer-engine", True])
+def test_precision_rejected_with_clear_message(value) -> None:
+    with pytest.raises(ValueError, match=r"trainer.precision=.*32.*bf16-mixed.*16-mixed"):
+        validate_precision(value)
+
+
+def test_lr_rule() -> None:
+    assert lr_scale_factor(512, 256, "linear") == 2.0
+    assert lr_scale_factor(64, 256, "linear") == 0.25
+    assert lr_scale_factor(1024, 256, "sqrt") == 2.0
+    assert lr_scale_factor(1024, 256, "none") == 1.0
+    assert lr_scale_factor(1024, None, "linear") == 1.0  # no base batch: no scaling
+    with pytest.raises(ValueError, match="scale_lr"):
+        lr_scale_factor(64, 32, "cubic")
+    with pytest.raises(ValueError, match="base_batch_size"):
+        lr_scale_factor(64, 0, "linear")
+
+
+def test_global_batch_and_effective_lr() -> None:
+    optim = {"lr": 1e-3, "base_batch_size": 256, "scale_lr": "linear"}
+    s = compute_scaling(optim, per_device_batch=32, devices=4, num_nodes=2, accumulate_grad_batches=2)
+    assert s["world_size"] == 8
+    assert s["global_batch_size"] == 32 * 4 * 2 * 2 == 512
+    assert s["lr_factor"] == 2.0 and s["lr"] == pytest.approx(2e-3) and s["base_lr"] == 1e-3
+    assert effective_lr({**optim, "scaled": s}) == pytest.approx(2e-3)
+    assert effective_lr(optim) == 1e-3  # not prepared: the configured lr
+    sq = compute_scaling({**optim, "scale_lr": "sqrt"}, 32, 4, 2, 2)
+    assert sq["lr"] == pytest.approx(1e-3 * math.sqrt(2))
+    off = compute_scaling({"lr": 1e-3, "base_batch_size": None, "scale_lr": "linear"}, 32, 4, 2, 2)
+    assert off["lr"] == 1e-3 and off["scale_lr"] == "none" and off["global_batch_size"] == 512
+    assert "global batch 512 = 32 per device x 4 device(s) x 2 node(s) x 2 accumulation" in describe_scaling(s)
+    assert "not scaled" in describe_scaling(off)
+
+
+def test_num_devices() -> None:
+    assert num_devices({"accelerator": "cpu", "devices": 2}) == 2
+    assert num_devices({"accelerator": "cpu", "devices": "auto"}) == 1
+    assert num_devices({"accelerator": "gpu", "devices": [0, 2, 3]}) == 3
+    assert num_devices({"accelerator": "gpu", "devices": "0,1"}) == 2
+    assert num_devices({"accelerator": "gpu", "devices": "4"}) == 4
+    with pytest.raises(ValueError):
+        num_devices({"accelerator": "cpu", "devices": 0})
+
+
+def _compose(*overrides: str):
+    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_prepare_run_config_writes_scaled_into_config() -> None:
+    cfg = _compose("trainer=multinode", "trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2",
+                   "dataset.batch_size=32", "optim.lr=1e-3", "optim.base_batch_size=256")
+    scaled = prepare_run_config(cfg)
+    assert cfg.optim.scaled.global_batch_size == 32 * 4 * 2 * 2 == scaled["global_batch_size"]
+    assert cfg.optim.scaled.lr == pytest.approx(2e-3)
+    assert cfg.optim.lr == 1e-3  # the configured (base) lr stays as it was
+    saved = OmegaConf.to_yaml(cfg, resolve=True)  # what save_config writes to the run dir
+    assert "scaled:" in saved and "global_batch_size: 512" in saved
+
+    default = _compose()
+    prepare_run_config(default)
+    assert default.trainer.precision == 32
+    assert default.optim.scaled.global_batch_size == default.dataset.batch_size
+    assert default.optim.scaled.lr == default.optim.lr
+
+    with pytest.raises(ValueError, match="trainer.precision"):
+        prepare_run_config(_compose("trainer.precision=16"))
+
+
+def test_trainer_group() -> None:
+    ddp = _compose("trainer=ddp").trainer
+    assert (ddp.accelerator, ddp.devices, ddp.strategy, ddp.sync_batchnorm) == ("gpu", -1, "ddp", False)
+    multi = _compose("trainer=multinode").trainer
+    assert (multi.num_nodes, multi.devices, multi.strategy) == (2, 4, "ddp")
+    assert _compose("trainer=gpu").trainer.devices == 1
+    assert _compose().trainer.accelerator == "cpu"
