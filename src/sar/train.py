@@ -23,6 +23,7 @@ from sar.evaluation.results import write_metrics
 from sar.systems.topdown import TopDownSystem
 from sar.utils.config import print_config, save_config, to_container
 from sar.utils.loggers import build_logger
+from sar.utils.scale import prepare_run_config
 
 log = logging.getLogger("sar.train")
 
@@ -30,7 +31,7 @@ TRAINER_KEYS = (
     "accelerator", "devices", "num_nodes", "strategy", "precision", "max_epochs", "max_steps", "max_time",
     "check_val_every_n_epoch", "val_check_interval", "log_every_n_steps", "gradient_clip_val",
     "accumulate_grad_batches", "num_sanity_val_steps", "limit_train_batches", "limit_val_batches",
-    "deterministic", "benchmark",
+    "deterministic", "benchmark", "sync_batchnorm",
 )
 
 
@@ -49,6 +50,7 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_config(cfg)  # validates trainer.precision; optim.scaled = global batch and effective lr
     print_config(cfg)
     save_config(cfg, run_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
