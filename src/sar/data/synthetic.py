@@ -78,9 +78,13 @@ __all__ = [
     "KEYPOINT_NAMES",
     "SKELETON",
     "SyntheticConfig",
+    "EXTRA_NAMES",
+    "FORMATS",
     "config_hash",
     "ensure_synthetic",
     "generate",
+    "generate_format",
+    "render_split",
     "render_image",
     "render_preview",
 ]
@@ -169,9 +173,10 @@ class SyntheticConfig:
         return d
 
 
-def config_hash(cfg: SyntheticConfig) -> str:
-    """Short stable hash of the config and the generator version."""
-    payload = json.dumps({"v": GENERATOR_VERSION, **cfg.to_dict()}, sort_keys=True)
+def config_hash(cfg: SyntheticConfig, fmt: str = "coco") -> str:
+    """Short stable hash of the config, the generator version and the output format (see FORMATS)."""
+    extra = {} if fmt == "coco" else {"format": fmt}  # COCO hashes predate the other formats
+    payload = json.dumps({"v": GENERATOR_VERSION, **cfg.to_dict(), **extra}, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
@@ -297,6 +302,9 @@ class _Person:
     shape: _Shape
     height_px: float
     texture: tuple[float, float, float, float]  # stripe freq, angle, phase, noise cell
+    extra: np.ndarray | None = None  # (NUM_EXTRA, 2) image px, see EXTRA_NAMES
+    extra_hidden: np.ndarray | None = None  # (NUM_EXTRA,) bool: behind the person's own head
+    head_poly: np.ndarray | None = None  # (20, 2) image px: the head ellipse (MPII head box)
 
 
 def _shaded_limb(shape: _Shape, p0: np.ndarray, p1: np.ndarray, r0: float, r1: float,
@@ -308,6 +316,103 @@ def _shaded_limb(shape: _Shape, p0: np.ndarray, p1: np.ndarray, r0: float, r1: f
     nrm = np.array([-d[1], d[0]]) / max(1e-9, math.hypot(d[0], d[1]))
     off = nrm * (0.3 * (r0 + r1) / 2) * (1.0 if nrm @ light >= 0 else -1.0)
     shape.add(_capsule(p0 + off, p1 + off, r0 * 0.28, r1 * 0.28), colour * 1.22 + 12, stripe, noise)
+
+
+# ------------------------------------------------------------------- extra points (other formats)
+#: Points beyond COCO-17 derived from each figure's geometry (``_Person.extra``), in this order: the six
+#: COCO-WholeBody foot points, the 68 face points (iBUG-68 layout), 21 left-hand and 21 right-hand points
+#: (COCO-WholeBody hand order), then head top, neck (shoulder midpoint = MPII thorax), upper neck and pelvis
+#: (hip midpoint).
+EXTRA_NAMES: tuple[str, ...] = (
+    "left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel",
+    *(f"face-{i}" for i in range(68)),
+    *(f"left_{n}" for n in ("hand_root", *(f"{f}{j}" for f in ("thumb", "forefinger", "middle_finger",
+                                                                 "ring_finger", "pinky_finger")
+                                            for j in range(1, 5)))),
+    *(f"right_{n}" for n in ("hand_root", *(f"{f}{j}" for f in ("thumb", "forefinger", "middle_finger",
+                                                                  "ring_finger", "pinky_finger")
+                                             for j in range(1, 5)))),
+    "head_top", "neck", "upper_neck", "pelvis",
+)  # fmt: skip
+NUM_EXTRA = len(EXTRA_NAMES)
+EXTRA_FOOT = slice(0, 6)
+EXTRA_FACE = slice(6, 74)
+EXTRA_LEFT_HAND = slice(74, 95)
+EXTRA_RIGHT_HAND = slice(95, 116)
+EXTRA_HEAD_TOP, EXTRA_NECK, EXTRA_UPPER_NECK, EXTRA_PELVIS = 116, 117, 118, 119
+
+# Face points on the head (iBUG-68 order): (azimuth offset from the yaw, height / ry, radius / rx). A point
+# projects like the COCO face points: x = radius * rx * sin(yaw + azimuth), and is hidden (v=1) when
+# cos(yaw + azimuth) < -0.05. Image-left of a frontal face is the person's right (negative azimuth).
+_JAW = [(1.45 * math.copysign(math.sqrt(abs(t)), t), 0.05 + 0.85 * math.sin(math.pi * j / 16))
+        for j, t in ((j, (j - 8) / 8) for j in range(17))]
+_FACE_LAYOUT: tuple[tuple[float, float, float], ...] = (
+    *((a, y, 0.97 * math.sqrt(max(0.0, 1.0 - y * y))) for a, y in _JAW),  # 0-16 jaw, right to left
+    *((a, y, 0.95) for a, y in zip((-0.8, -0.65, -0.5, -0.35, -0.2), (-0.24, -0.29, -0.31, -0.29, -0.25))),
+    *((a, y, 0.95) for a, y in zip((0.2, 0.35, 0.5, 0.65, 0.8), (-0.25, -0.29, -0.31, -0.29, -0.24))),
+    *((0.0, y, 0.92) for y in (-0.08, 0.04, 0.16, 0.28)),  # 27-30 nose bridge (30 = COCO nose)
+    *((a, y, 0.9) for a, y in zip((-0.2, -0.1, 0.0, 0.1, 0.2), (0.33, 0.36, 0.37, 0.36, 0.33))),
+    *((c + da, -0.08 + dy, 0.92) for c, offs in ((-0.5, ((-0.2, 0), (-0.08, -0.06), (0.08, -0.06), (0.2, 0),
+                                                          (0.08, 0.06), (-0.08, 0.06))),
+                                                  (0.5, ((-0.2, 0), (-0.08, -0.06), (0.08, -0.06), (0.2, 0),
+                                                         (0.08, 0.06), (-0.08, 0.06))))
+      for da, dy in offs),  # 36-41 right eye, 42-47 left eye (centres = the COCO eyes)
+    *((a, 0.58 + dy, 0.85) for a, dy in ((-0.36, 0), (-0.24, -0.045), (-0.1, -0.06), (0, -0.05), (0.1, -0.06),
+                                         (0.24, -0.045), (0.36, 0), (0.24, 0.05), (0.1, 0.065), (0, 0.07),
+                                         (-0.1, 0.065), (-0.24, 0.05))),  # 48-59 outer lips
+    *((a, 0.58 + dy, 0.85) for a, dy in ((-0.3, 0), (-0.12, -0.02), (0, -0.02), (0.12, -0.02), (0.3, 0),
+                                         (0.12, 0.02), (0, 0.02), (-0.12, 0.02))),  # 60-67 inner lips
+)  # fmt: skip
+# Hand points: (fraction of the hand length from the wrist, spread angle towards the thumb side).
+_THUMB = ((0.2, 0.9), (0.38, 0.78), (0.55, 0.66), (0.7, 0.58))
+_FINGER_SPREAD = (0.25, 0.08, -0.1, -0.26)  # fore, middle, ring, pinky
+_FINGER_FRAC = (0.5, 0.68, 0.82, 0.95)
+
+
+def _figure_extras(kp: np.ndarray, build: float, neck: np.ndarray, head_c: np.ndarray, head_r: np.ndarray,
+                   rx: float, ry: float, yaw: float, neck_len: float) -> tuple[np.ndarray, np.ndarray]:
+    """The :data:`EXTRA_NAMES` points of a figure in the person frame, and their self-hidden flags.
+
+    Derived from the drawn geometry only (no random draws): feet on the drawn shoe ellipse (toes at its
+    outer end, heel at its inner end), face points on the head ellipse with the face's yaw (iBUG-68 layout,
+    the eye centres and nose tip coincide with the COCO eyes and nose), hand points fanned from the wrist
+    along the forearm direction over the drawn hand ellipse (thumb on the outer side, palms forward).
+    """
+    ext = np.zeros((NUM_EXTRA, 2))
+    hidden = np.zeros(NUM_EXTRA, bool)
+    for side, a_i, k_i, off in ((1.0, 15, 13, 0), (-1.0, 16, 14, 3)):
+        shin = kp[a_i] - kp[k_i]
+        shin = shin / max(1e-9, float(np.hypot(*shin)))
+        c = kp[a_i] + 0.02 * shin + np.array([side * 0.02, 0.012])
+        ang = math.atan2(shin[1], shin[0]) - math.pi / 2 + side * 0.35
+        u, v = np.array([math.cos(ang), math.sin(ang)]), np.array([-math.sin(ang), math.cos(ang)])
+        a, b = 0.042 * build, 0.02 * build
+        ext[off] = c + side * 0.88 * a * u - 0.35 * b * v  # big toe
+        ext[off + 1] = c + side * 0.7 * a * u + 0.55 * b * v  # small toe
+        ext[off + 2] = c - side * 0.8 * a * u  # heel
+    for i, (az, y, rad) in enumerate(_FACE_LAYOUT):
+        a = yaw + az
+        ext[EXTRA_FACE.start + i] = head_c + head_r @ np.array([rad * rx * math.sin(a), y * ry])
+        hidden[EXTRA_FACE.start + i] = math.cos(a) < -0.05
+    for side, w_i, e_i, part in ((1.0, 9, 7, EXTRA_LEFT_HAND), (-1.0, 10, 8, EXTRA_RIGHT_HAND)):
+        fa = kp[w_i] - kp[e_i]
+        fa = fa / max(1e-9, float(np.hypot(*fa)))
+        lateral = side * np.array([fa[1], -fa[0]])
+        length = 0.022 + 0.03 * build  # wrist to the far end of the drawn hand ellipse
+
+        def at(frac: float, spread: float, wrist: np.ndarray = kp[w_i], fa: np.ndarray = fa,
+               lateral: np.ndarray = lateral, length: float = length) -> np.ndarray:
+            return wrist + frac * length * (math.cos(spread) * fa + math.sin(spread) * lateral)
+
+        pts = [kp[w_i].copy()]
+        pts += [at(f, s) for f, s in _THUMB]
+        pts += [at(f, s) for s in _FINGER_SPREAD for f in _FINGER_FRAC]
+        ext[part] = np.stack(pts)
+    ext[EXTRA_HEAD_TOP] = head_c + head_r @ np.array([0.0, -ry])
+    ext[EXTRA_NECK] = neck
+    ext[EXTRA_UPPER_NECK] = neck + head_r @ np.array([0.0, -0.5 * neck_len])
+    ext[EXTRA_PELVIS] = (kp[11] + kp[12]) / 2
+    return ext, hidden
 
 
 def _sample_person(rng: np.random.Generator, cfg: SyntheticConfig, height_px: float) -> _Person:
@@ -477,7 +582,10 @@ def _sample_person(rng: np.random.Generator, cfg: SyntheticConfig, height_px: fl
     m = _rot(math.radians(rot)) @ np.diag([ax, 1.0]) * height_px
     shape.transform(m)
     tex = (u(0.05, 0.25), u(0, math.pi), u(0, 2 * math.pi), u(4, 12))
-    return _Person(kp @ m.T, hidden, shape, height_px, tex)
+    # extra points of the other formats: pure geometry, no random draws (the COCO output is unchanged)
+    extra, extra_hidden = _figure_extras(kp, build, neck, head_c, head_r, rx, ry, yaw, neck_len)
+    head_poly = _ellipse(head_c, rx, ry, head_ang)
+    return _Person(kp @ m.T, hidden, shape, height_px, tex, extra @ m.T, extra_hidden, head_poly @ m.T)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -638,8 +746,27 @@ def _place(rng: np.random.Generator, cfg: SyntheticConfig, person: _Person,
     return rng.uniform(low, high)
 
 
-def render_image(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Render one image. Returns (uint8 BGR image, person annotations without ids)."""
+def _label_points(points: np.ndarray, self_hidden: np.ndarray, layers: np.ndarray, layer: int) -> np.ndarray:
+    """(N, 3) ``x, y, v`` of image-px points by the occlusion rule of the module docstring."""
+    h, w = layers.shape
+    out = np.zeros((len(points), 3))
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= w - 1) & (points[:, 1] >= 0) & (points[:, 1] <= h - 1)
+    if inside.any():
+        xi, yi = np.round(points[inside]).astype(int).T
+        occluded = (layers[yi, xi] > layer) | self_hidden[inside]
+        out[inside, :2] = points[inside]
+        out[inside, 2] = np.where(occluded, 1, 2)
+    return out
+
+
+def render_image(cfg: SyntheticConfig, rng: np.random.Generator,
+                 extra: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Render one image. Returns (uint8 BGR image, person annotations without ids).
+
+    With ``extra=True`` each annotation also carries ``_extra`` ((NUM_EXTRA, 3) ``x, y, v`` of
+    :data:`EXTRA_NAMES`, same visibility rule) and ``_head_box`` (``[x1, y1, x2, y2]`` of the drawn head
+    ellipse, not clipped) for the other formats' writers; the image is the same either way.
+    """
     w, h = cfg.image_size
     img = _background(rng, w, h)
     _clutter(img, rng, cfg)
@@ -657,6 +784,7 @@ def render_image(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[np.nda
         pts = np.concatenate(person.shape.polys)
         placed.append((pos, pts.max(0) - pts.min(0)))
         person.keypoints = person.keypoints + pos
+        person.extra, person.head_poly = person.extra + pos, person.head_poly + pos
         person.shape.translate(pos)
         layer += 1
         renders.append(_composite(img, layers, layer, person.shape, person.texture, rng))
@@ -711,6 +839,9 @@ def render_image(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[np.nda
             "iscrowd": 0,
             "category_id": 1,
         })
+        if extra:
+            anns[-1]["_extra"] = _label_points(person.extra, person.extra_hidden, layers, lay)
+            anns[-1]["_head_box"] = [*person.head_poly.min(0).tolist(), *person.head_poly.max(0).tolist()]
     return out, anns
 
 
@@ -719,10 +850,10 @@ def _image_rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(stream), int(index)])
 
 
-def _render_to_file(args: tuple[dict[str, Any], int, int, str]) -> list[dict[str, Any]]:
-    cfg_d, stream, index, path = args
+def _render_to_file(args: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cfg_d, stream, index, path, *rest = args
     cfg = SyntheticConfig(**cfg_d)
-    img, anns = render_image(cfg, _image_rng(cfg.seed, stream, index))
+    img, anns = render_image(cfg, _image_rng(cfg.seed, stream, index), extra=bool(rest and rest[0]))
     if not cv2.imwrite(path, img, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]):
         raise OSError(f"could not write {path}")
     return anns
@@ -730,6 +861,25 @@ def _render_to_file(args: tuple[dict[str, Any], int, int, str]) -> list[dict[str
 
 def _worker_init() -> None:
     cv2.setNumThreads(1)
+
+
+def render_split(cfg: SyntheticConfig, stream: int, paths: Sequence[Path | str], num_workers: int | None = None,
+                 extra: bool = False) -> list[list[dict[str, Any]]]:
+    """Render image ``i`` of rng stream ``stream`` to ``paths[i]`` for every i; return each image's annotations.
+
+    Parallel (spawned processes) when ``num_workers > 1`` and there are at least 64 images; the output does not
+    depend on ``num_workers``.
+    """
+    if num_workers is None:
+        num_workers = min(2, os.cpu_count() or 1)
+    cfg_d = cfg.to_dict()
+    tasks = [(cfg_d, stream, i, str(p), extra) for i, p in enumerate(paths)]
+    if num_workers > 1 and len(tasks) >= 64:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init) as ex:
+            chunk = max(1, min(64, len(tasks) // (4 * num_workers)))
+            return list(ex.map(_render_to_file, tasks, chunksize=chunk))
+    return [_render_to_file(t) for t in tasks]
 
 
 def _categories() -> list[dict[str, Any]]:
@@ -791,14 +941,7 @@ def generate(cfg: SyntheticConfig | Mapping[str, Any], root: Path | str,
         stream = _SPLITS[split]
         images = [{"id": i + 1, "file_name": f"{i + 1:06d}.jpg", "width": w, "height": h}
                   for i in range(count)]
-        tasks = [(cfg_d, stream, i, str(img_dir / im["file_name"])) for i, im in enumerate(images)]
-        if num_workers > 1 and count >= 64:
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init) as ex:
-                chunk = max(1, min(64, count // (4 * num_workers)))
-                results = list(ex.map(_render_to_file, tasks, chunksize=chunk))
-        else:
-            results = [_render_to_file(t) for t in tasks]
+        results = render_split(cfg, stream, [img_dir / im["file_name"] for im in images], num_workers)
         anns: list[dict[str, Any]] = []
         for im, rec in zip(images, results):
             for a in rec:
@@ -817,18 +960,44 @@ def generate(cfg: SyntheticConfig | Mapping[str, Any], root: Path | str,
         if split == "val":
             with open(root / "annotations" / "person_detection_results_val.json", "w") as f:
                 json.dump(_detections(cfg, images, anns), f)
-    (root / COMPLETE_MARKER).write_text(json.dumps(cfg_d, sort_keys=True))
+    write_marker(root, cfg)
     return root
 
 
-def is_complete(root: Path, cfg: SyntheticConfig) -> bool:
+def _marker_payload(cfg: SyntheticConfig, fmt: str = "coco") -> dict[str, Any]:
+    return cfg.to_dict() if fmt == "coco" else {"format": fmt, **cfg.to_dict()}
+
+
+def write_marker(root: Path | str, cfg: SyntheticConfig, fmt: str = "coco") -> None:
+    """Write the completion marker (last step of every writer)."""
+    (Path(root) / COMPLETE_MARKER).write_text(json.dumps(_marker_payload(cfg, fmt), sort_keys=True))
+
+
+def is_complete(root: Path, cfg: SyntheticConfig, fmt: str = "coco") -> bool:
     marker = Path(root) / COMPLETE_MARKER
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text()) == json.loads(json.dumps(cfg.to_dict(), sort_keys=True))
+        return json.loads(marker.read_text()) == json.loads(json.dumps(_marker_payload(cfg, fmt), sort_keys=True))
     except (OSError, ValueError):
         return False
+
+
+#: Output formats of :func:`ensure_synthetic` (``coco``: :func:`generate`; the others:
+#: :mod:`sar.data.synthetic_formats`, each in the real benchmark's layout).
+FORMATS: tuple[str, ...] = ("coco", "coco_wholebody", "crowdpose", "mpii", "ochuman")
+
+
+def generate_format(cfg: SyntheticConfig | Mapping[str, Any], root: Path | str, fmt: str = "coco",
+                    num_workers: int | None = None) -> Path:
+    """Write the synthetic dataset in format ``fmt`` (one of :data:`FORMATS`) into ``root``, marker last."""
+    if fmt == "coco":
+        return generate(cfg, root, num_workers=num_workers)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown synthetic format {fmt!r} (known: {', '.join(FORMATS)})")
+    from sar.data.synthetic_formats import WRITERS
+
+    return WRITERS[fmt](SyntheticConfig.from_any(cfg), Path(root), num_workers)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -842,32 +1011,35 @@ def _pid_alive(pid: int) -> bool:
 
 
 def ensure_synthetic(cfg: SyntheticConfig | Mapping[str, Any], cache_dir: Path | str,
-                     num_workers: int | None = None) -> Path:
-    """Return ``cache_dir/coco_<hash>``, generating it first if missing or incomplete.
+                     num_workers: int | None = None, fmt: str = "coco") -> Path:
+    """Return ``cache_dir/<fmt>_<hash>``, generating it first if missing or incomplete.
 
+    ``fmt`` picks the written format (:data:`FORMATS`); the hash covers the config and the format.
     Generation goes to a temporary sibling directory which is renamed into place after the marker is
     written, so an interrupted run never leaves a directory that looks complete. Stale temporaries of dead
     processes are removed.
     """
     cfg = SyntheticConfig.from_any(cfg)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown synthetic format {fmt!r} (known: {', '.join(FORMATS)})")
     cache_dir = Path(cache_dir)
-    key = config_hash(cfg)
-    root = cache_dir / f"coco_{key}"
-    if is_complete(root, cfg):
+    key = config_hash(cfg, fmt)
+    root = cache_dir / f"{fmt}_{key}"
+    if is_complete(root, cfg, fmt):
         return root
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob(f".coco_{key}.tmp-*"):
+    for stale in cache_dir.glob(f".{fmt}_{key}.tmp-*"):
         try:
             pid = int(stale.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
             continue
         if not _pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = cache_dir / f".coco_{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = cache_dir / f".{fmt}_{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        generate(cfg, tmp, num_workers=num_workers)
+        generate_format(cfg, tmp, fmt, num_workers=num_workers)
         if root.exists():
-            if is_complete(root, cfg):  # finished concurrently by another process
+            if is_complete(root, cfg, fmt):  # finished concurrently by another process
                 shutil.rmtree(tmp, ignore_errors=True)
                 return root
             shutil.rmtree(root)
