@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from sar.evaluation.keypoint_error import load_coco_dict
+from sar.evaluation.pck import MpiiEvaluator
 from sar.evaluation.results import write_json_atomic
 
 __all__ = [
@@ -221,6 +222,9 @@ class CocoEvaluator:
             same numbers.
         category_id: category written into results; defaults to the first category of the ground truth (1 for
             COCO).
+        results_only: only write the results json, no metrics (:meth:`evaluate` returns ``{}``): the test-dev
+            mode. ``None`` (default): automatic, when the file has images but no annotations (an image-info json
+            such as ``image_info_test-dev2017.json``).
 
     Attributes:
         last_log: text captured from the COCO API during the last :meth:`evaluate`.
@@ -242,6 +246,7 @@ class CocoEvaluator:
         score_mode: ScoreMode = "bbox_keypoint",
         backend: Backend = "pycocotools",
         category_id: int | None = None,
+        results_only: bool | None = None,
     ) -> None:
         if score_mode not in ("bbox_keypoint", "bbox", "keypoint"):
             raise ValueError(f"unknown score_mode {score_mode!r}")
@@ -257,6 +262,11 @@ class CocoEvaluator:
         self.ann_source = ann_file if not isinstance(ann_file, Mapping) else "<dict>"
 
         gt = copy.deepcopy(load_coco_dict(ann_file))
+        no_annotations = bool(gt.get("images")) and not gt.get("annotations")
+        self.results_only = no_annotations if results_only is None else bool(results_only)
+        if self.results_only:  # an image-info json: nothing to score, only the results are written
+            gt.setdefault("annotations", [])
+            gt.setdefault("categories", [{"id": 1, "name": "person", "supercategory": "person"}])
         for key in ("images", "annotations", "categories"):
             if key not in gt:
                 raise ValueError(f"{self.ann_source}: COCO annotation file lacks '{key}'")
@@ -399,12 +409,16 @@ class CocoEvaluator:
 
         Returns:
             ``{"AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL"}`` as floats in [0, 1]
-            (-1 where the ground truth has no instance of that area range).
+            (-1 where the ground truth has no instance of that area range); ``{}`` in results-only mode.
         """
         results = self.format_results(preds)
         self.last_results = results
         if out_dir is not None:
             write_json_atomic(results, Path(out_dir) / f"{prefix}_keypoints.json")
+        if self.results_only:
+            log.info("results-only mode (%s has no annotations): wrote %d results, no metrics",
+                     self.ann_source, len(results))
+            return {}
         return self.compute_stats(results)
 
 
@@ -475,7 +489,7 @@ class WholeBodyEvaluator:
         ann_file: whole-body GT, a path or a dict.
         spec: the ``coco_wholebody`` :class:`~sar.data.spec.KeypointSpec` (``sigmas`` (133,), ``parts``), or any
             object with ``sigmas`` and ``parts``.
-        use_nms, nms_thr, kpt_score_thr, score_mode: as :class:`CocoEvaluator`.
+        use_nms, nms_thr, kpt_score_thr, score_mode, results_only: as :class:`CocoEvaluator`.
     """
 
     def __init__(
@@ -486,6 +500,7 @@ class WholeBodyEvaluator:
         nms_thr: float = 0.9,
         kpt_score_thr: float = 0.2,
         score_mode: ScoreMode = "bbox_keypoint",
+        results_only: bool | None = None,
     ) -> None:
         self.sigmas = _as_sigmas(spec)
         self.num_keypoints = int(self.sigmas.size)
@@ -508,7 +523,9 @@ class WholeBodyEvaluator:
             nms_thr=nms_thr,
             kpt_score_thr=kpt_score_thr,
             score_mode=score_mode,
+            results_only=results_only,
         )
+        self.results_only = self._full.results_only
         self._part_evals = {
             name: CocoEvaluator(self._restrict_gt(full, ids), self.sigmas[list(ids)], use_nms=False)
             for name, ids in parts.items()
@@ -574,6 +591,8 @@ class WholeBodyEvaluator:
         self.last_results = results
         if out_dir is not None:
             write_json_atomic(results, Path(out_dir) / f"{prefix}_keypoints.json")
+        if self.results_only:
+            return {}
         metrics: dict[str, float] = {}
         self.last_stats = {}
         for name, ids in self.parts.items():
@@ -592,11 +611,13 @@ class WholeBodyEvaluator:
         return metrics
 
 
-#: The top-down evaluators a dataset config names with its ``evaluator`` key.
+#: The top-down evaluators a dataset config names with its ``evaluator`` key (``mpii``: PCKh,
+#: :class:`sar.evaluation.pck.MpiiEvaluator`, which takes the dataset's ``headbox_file``).
 EVALUATORS: dict[str, type] = {
     "coco": CocoEvaluator,
     "crowdpose": CrowdPoseEvaluator,
     "wholebody": WholeBodyEvaluator,
+    "mpii": MpiiEvaluator,
 }
 
 

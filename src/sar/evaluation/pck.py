@@ -18,13 +18,18 @@ Predictions and ground truth must be in the same pixel frame: the official ``pos
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MPII_GROUPS", "MPII_JOINT_NAMES", "PCKH_EXCLUDED", "SC_BIAS", "pckh", "pckh_from_mat"]
+from sar.evaluation.results import write_json_atomic
+
+__all__ = ["MPII_GROUPS", "MPII_JOINT_NAMES", "PCKH_EXCLUDED", "SC_BIAS", "MpiiEvaluator", "pckh", "pckh_from_mat"]
 
 SC_BIAS = 0.6
 PCKH_EXCLUDED: tuple[int, ...] = (6, 7)  # pelvis, thorax
@@ -131,3 +136,104 @@ def pckh_from_mat(
     if pred_zero_based:
         p = p + 1.0
     return pckh(p, ref["gt"], ref["visible"], ref["headbox_sizes"], thresholds)
+
+
+def _flatten(result: dict[str, Any], thresholds: Sequence[float]) -> dict[str, float]:
+    """Float metrics of a :func:`pckh` result: the Means, then ``PCKh@a/<group>`` and ``PCKh@a/<joint>``
+    (``nan``, a joint never labelled, becomes -1 as COCOeval's empty value, so metrics.json stays strict JSON)."""
+    out: dict[str, float] = {}
+    for alpha in thresholds:
+        out[_key(alpha)] = result[_key(alpha)]
+    for alpha in thresholds:
+        for table in (f"groups@{alpha:g}", f"per_joint@{alpha:g}"):
+            for name, value in (result.get(table) or {}).items():
+                out[f"{_key(alpha)}/{name}"] = value
+    return {k: (-1.0 if not np.isfinite(v) else float(v)) for k, v in out.items()}
+
+
+class MpiiEvaluator:
+    """MPII val PCKh for the top-down system (``build_evaluator("mpii", ...)``, dataset config ``evaluator: mpii``).
+
+    Ground truth: the official ``mpii_gt_val.mat`` (``headbox_file``; head boxes, ``jnt_missing``, 1-based
+    ``pos_gt_src``) in the person order of the val json ``ann_file`` (whose record index is the prediction's
+    ``ann_id``, :func:`sar.data.formats.mpii.load_mpii_instances`). Predictions (0-based image px) get ``+ 1``.
+    A val person without a prediction counts as wrong on all its joints (a warning says how many), so a
+    partial evaluation (``limit_val_batches``) can only under-report.
+
+    :meth:`evaluate` returns ``PCKh@0.5`` and ``PCKh@0.1`` (the official Mean: all joints but pelvis and
+    thorax), ``PCKh@<a>/<group>`` (Head, Shoulder, ..., Ankle: the official table) and ``PCKh@<a>/<joint>`` (the
+    16 joints), all fractions (-1 for a joint never labelled); plus ``kpt_error_px`` (mean distance over the
+    labelled joints of the predicted persons) and ``PCK@0.05`` (error <= 0.05 x the person box side,
+    ``200 * scale``), and writes ``<prefix>_keypoints.json`` (``[{"ann_id", "image_id", "image", "keypoints":
+    [x, y, score] * 16 (0-based px)}]``). Other keyword arguments (the COCO evaluators' NMS / rescoring knobs)
+    are accepted and ignored: MPII is scored on GT persons.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | os.PathLike[str],
+        spec: Any = None,
+        headbox_file: str | os.PathLike[str] | None = None,
+        thresholds: Sequence[float] = (0.5, 0.1),
+        **_ignored: Any,
+    ) -> None:
+        from sar.data.formats.mpii import load_mpii_headboxes, mpii_bbox, mpii_image_ids
+
+        if headbox_file is None or not Path(headbox_file).is_file():
+            raise FileNotFoundError(
+                f"MPII PCKh needs the official val ground truth with head boxes (dataset.headbox_file, "
+                f"mpii_gt_val.mat); got {headbox_file}"
+            )
+        self.ann_file, self.headbox_file = ann_file, headbox_file
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.ref = load_mpii_headboxes(headbox_file)
+        with open(ann_file, encoding="utf-8") as fh:
+            records = json.load(fh)
+        n = self.ref["gt"].shape[0]
+        if not isinstance(records, list) or len(records) != n:
+            raise ValueError(f"{ann_file}: {len(records)} persons, but {headbox_file} has {n}: not the same split")
+        self.images = [str(r["image"]) for r in records]
+        ids = mpii_image_ids(self.images)
+        self.image_ids = [ids[name] for name in self.images]
+        self.box_sides = np.array([mpii_bbox(r["center"], float(r["scale"]))[2] for r in records], dtype=np.float64)
+        self.last_results: list[dict[str, Any]] = []
+        self.last_pckh: dict[str, Any] = {}
+
+    def evaluate(
+        self,
+        preds: Sequence[dict[str, Any]],
+        out_dir: str | os.PathLike[str] | None = None,
+        prefix: str = "results",
+    ) -> dict[str, float]:
+        n = self.ref["gt"].shape[0]
+        pred = np.full((n, len(MPII_JOINT_NAMES), 3), np.nan)
+        for p in preds:
+            i = int(p["ann_id"])
+            if not 0 <= i < n:
+                raise ValueError(f"prediction ann_id {i} is not a person of {self.ann_file} (0..{n - 1})")
+            kpts = np.asarray(p["keypoints"], dtype=np.float64)
+            if kpts.shape[0] != len(MPII_JOINT_NAMES):
+                raise ValueError(f"prediction for ann_id {i} has {kpts.shape[0]} keypoints, expected 16")
+            pred[i, :, : kpts.shape[1]] = kpts[:, :3]
+        have = ~np.isnan(pred[:, 0, 0])
+        if not have.all():
+            logging.getLogger(__name__).warning(
+                "MPII PCKh: %d of %d val persons have no prediction and count as wrong", int((~have).sum()), n
+            )
+        self.last_results = [
+            {"ann_id": i, "image_id": self.image_ids[i], "image": self.images[i],
+             "keypoints": np.nan_to_num(pred[i], nan=0.0).reshape(-1).tolist()}
+            for i in np.flatnonzero(have)
+        ]  # fmt: skip
+        if out_dir is not None:
+            write_json_atomic(self.last_results, Path(out_dir) / f"{prefix}_keypoints.json")
+        result = pckh(pred[..., :2] + 1.0, self.ref["gt"], self.ref["visible"], self.ref["headbox_sizes"],
+                      self.thresholds)
+        self.last_pckh = result
+        metrics = _flatten(result, self.thresholds)
+        vis = (self.ref["visible"] > 0) & have[:, None]
+        dist = np.linalg.norm(pred[..., :2] + 1.0 - self.ref["gt"], axis=-1)
+        metrics["kpt_error_px"] = float(dist[vis].mean()) if vis.any() else float("nan")
+        within = dist <= 0.05 * self.box_sides[:, None]
+        metrics["PCK@0.05"] = float(within[vis].mean()) if vis.any() else float("nan")
+        return metrics
