@@ -1,0 +1,165 @@
+"""`python -m sar.evaluate ckpt=<file> [dataset=<option>] [overrides]`: evaluation only.
+
+Runs the very validation path of training's final evaluation (``TopDownSystem`` + ``TopDownDataModule`` +
+``pl.Trainer.validate(ckpt_path=...)``) with the run config stored in the checkpoint, and writes the same files
+into its own run directory (``hydra.run.dir``, default ``outputs/eval/<timestamp>``):
+
+* ``config.yaml`` — the resolved config evaluated (the checkpoint's, with the changes below, plus an
+  ``evaluate`` block naming the checkpoint);
+* ``results_keypoints.json`` — the COCO results of the evaluated predictions (written by the evaluator);
+* ``metrics.json`` — the dataset evaluator's metrics (AP ..., keypoint error in px, PCK@0.05), the checkpoint
+  and the evaluation time.
+
+What can change (``conf/evaluate.yaml``): the dataset (``dataset=<option>`` picks a config group option and with it
+that dataset's evaluator; without it the checkpoint's dataset config is used and ``dataset.<key>=...`` overrides
+apply to it), the evaluation knobs (``flip_test``, ``evaluation.{use_nms,nms_thr,kpt_score_thr,score_mode}``,
+``batch_size``, ``num_workers``) and the trainer (``trainer.accelerator``, ``devices``, ``strategy``,
+``precision``, ``limit_val_batches``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sar.data.datamodule import TopDownDataModule
+from sar.data.spec import load_spec
+from sar.evaluation.results import write_metrics
+from sar.systems.topdown import TopDownSystem
+from sar.utils.checkpoint import checkpoint_config, inference_config
+from sar.utils.config import print_config, save_config
+
+log = logging.getLogger("sar.evaluate")
+
+_DATASET_CHOICE = re.compile(r"^[+~]*dataset(@[^=]*)?=")
+
+
+def rewrite_dataset_overrides(argv: Sequence[str]) -> list[str]:
+    """Without ``dataset=<option>`` the composed config has no dataset node: ``dataset.<key>=v`` then becomes
+    ``++dataset.<key>=v`` (a partial dataset config merged onto the checkpoint's by :func:`build_run_config`)."""
+    if any(_DATASET_CHOICE.match(a) for a in argv):
+        return list(argv)
+    return ["++" + a if a.startswith("dataset.") else a for a in argv]
+
+
+def resolve_trainer(eval_trainer: Mapping[str, Any], ckpt_trainer: Mapping[str, Any]) -> dict[str, Any]:
+    """Trainer settings of the evaluation (see ``conf/evaluate.yaml``)."""
+    accelerator = eval_trainer.get("accelerator") or ckpt_trainer.get("accelerator") or "cpu"
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        log.warning("the checkpoint was trained with accelerator=%s, but no GPU is visible: evaluating on the CPU "
+                    "(set trainer.accelerator to choose)", accelerator)
+        accelerator = "cpu"
+    precision = eval_trainer.get("precision")
+    if precision is None:
+        precision = 32 if accelerator == "cpu" else ckpt_trainer.get("precision", 32)
+    out = {
+        "accelerator": accelerator,
+        "devices": eval_trainer.get("devices", 1),
+        "strategy": eval_trainer.get("strategy") or "auto",
+        "precision": precision,
+    }
+    if eval_trainer.get("limit_val_batches") is not None:
+        out["limit_val_batches"] = eval_trainer["limit_val_batches"]
+    return out
+
+
+def build_run_config(
+    eval_cfg: Mapping[str, Any], ckpt_cfg: Mapping[str, Any], dataset_choice: str | None, ckpt: str
+) -> dict[str, Any]:
+    """The run config to evaluate: the checkpoint's, with the dataset and the evaluation knobs replaced.
+
+    Raises ``ValueError`` when the new dataset's keypoints are not the ones the network predicts.
+    """
+    run = copy.deepcopy(dict(ckpt_cfg))
+    new_dataset = eval_cfg.get("dataset")
+    if dataset_choice is not None:
+        run["dataset"] = copy.deepcopy(dict(new_dataset))
+    elif new_dataset:
+        merged = OmegaConf.merge(OmegaConf.create(run["dataset"]), OmegaConf.create(dict(new_dataset)))
+        run["dataset"] = OmegaConf.to_container(merged, resolve=True)
+    trained = load_spec(ckpt_cfg["dataset"]["spec"])
+    target = load_spec(run["dataset"]["spec"])
+    if target.keypoint_names != trained.keypoint_names:
+        raise ValueError(
+            f"dataset {run['dataset'].get('name')!r} uses keypoint spec {target.name!r} ({target.num_keypoints} "
+            f"keypoints), but the checkpoint {ckpt} predicts spec {trained.name!r} ({trained.num_keypoints} "
+            "keypoints): evaluate it on a dataset with the same keypoints"
+        )
+
+    task = run["task"] = dict(run["task"])
+    if eval_cfg.get("flip_test") is not None:
+        task["flip_test"] = bool(eval_cfg["flip_test"])
+    task["evaluation"] = dict(task["evaluation"])
+    for key, value in (eval_cfg.get("evaluation") or {}).items():
+        if value is not None:
+            task["evaluation"][key] = value
+    if eval_cfg.get("batch_size") is not None:
+        run["dataset"]["val_batch_size"] = int(eval_cfg["batch_size"])
+    if eval_cfg.get("num_workers") is not None:
+        run["dataset"]["num_workers"] = int(eval_cfg["num_workers"])
+    run["trainer"] = {**dict(run.get("trainer") or {}),
+                      **resolve_trainer(eval_cfg.get("trainer") or {}, run.get("trainer") or {})}
+    run["evaluate"] = {"ckpt": ckpt, "dataset": dataset_choice or "checkpoint"}
+    return inference_config(run)
+
+
+def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = str(Path(str(cfg.ckpt)).expanduser().resolve())
+    eval_cfg = OmegaConf.to_container(cfg, resolve=True)
+    config = build_run_config(eval_cfg, checkpoint_config(ckpt), dataset_choice, ckpt)
+    print_config(OmegaConf.create(config))
+    save_config(OmegaConf.create(config), run_dir)
+
+    system = TopDownSystem(config)
+    augmentation = {**config["task"]["augmentation"], **(config["dataset"].get("augmentation") or {})}
+    datamodule = TopDownDataModule(
+        config["dataset"], system.spec, system.codec, augmentation,
+        padding=float(config["task"].get("padding", 1.25)), seed=int(config.get("seed", 0)),
+    )
+    trainer_kwargs = {k: config["trainer"][k] for k in ("accelerator", "devices", "strategy", "precision")}
+    if "limit_val_batches" in config["trainer"]:
+        trainer_kwargs["limit_val_batches"] = config["trainer"]["limit_val_batches"]
+    trainer = pl.Trainer(default_root_dir=str(run_dir), logger=False, enable_checkpointing=False, **trainer_kwargs)
+    system.results_dir = run_dir
+    start = time.time()
+    trainer.validate(system, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir), "checkpoint": ckpt, "dataset": config["dataset"].get("name"),
+        "evaluator": config["dataset"].get("evaluator", "coco"), "eval_seconds": round(time.time() - start, 1),
+    }
+    result.update(system.last_metrics)
+    if trainer.is_global_zero:
+        path = write_metrics(result, run_dir)
+        log.info("metrics written to %s: %s", path, {k: v for k, v in result.items() if isinstance(v, float)})
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    hc = HydraConfig.get()
+    result = run(cfg, Path(hc.runtime.output_dir), hc.runtime.choices.get("dataset"))
+    return result.get("AP")
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *rewrite_dataset_overrides(sys.argv[1:])]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

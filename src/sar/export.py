@@ -1,0 +1,194 @@
+"""`python -m sar.export ckpt=<file> [out=<file.onnx>] [opset=N] [exporter=auto|dynamo|torchscript] [tol=1e-4]`
+
+Exports the network of a checkpoint (backbone + neck + head: the raw head tensors, no decoding) to ONNX with a
+dynamic batch axis, then runs the file with onnxruntime on a random input (a batch size other than the export's)
+and checks that every output agrees with PyTorch within ``tol`` (max abs). A mismatch, a missing output or a
+failed export exits with an error; nothing is reported as exported unless the check passed.
+
+Input ``image``: (B, 3, h, w) float32, the crop ImageNet-normalised in RGB order (``input_size`` = (w, h) of the
+run config). Outputs, by head (docs/contracts.md): SAR ``logits`` (B,K,H,W), ``offsets`` (B,K,2,H,W), ``heatmap``
+(B,K,H,W); heatmap ``heatmap``; heatmap+offset ``heatmap``, ``offsets``; regression ``coords``; RLE ``coords``,
+``sigma``. How to decode them to image keypoints: docs/export.md. The file's metadata (and ``<out>.json``) holds
+what decoding needs: input size, map size, head, codec, keypoint names, flip indices, normalisation.
+
+``exporter=auto`` (default) uses torch's ``torch.export``-based exporter (``dynamo=True``) and falls back to the
+TorchScript one (``dynamo=False``) if that fails; the parity check runs on whichever file was written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sar.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sar.predict import parse_args
+from sar.utils.checkpoint import load_system
+
+log = logging.getLogger("sar.export")
+
+DEFAULTS: dict[str, Any] = {
+    "ckpt": "???",
+    "out": None,            # null: <checkpoint folder>/<checkpoint stem>.onnx
+    "opset": 18,
+    "exporter": "auto",     # auto | dynamo | torchscript
+    "tol": 1.0e-4,          # max abs difference allowed between onnxruntime and PyTorch
+    "check_batch": 3,       # batch size of the parity check (the export traces batch 2: dynamic batch is tested)
+    "seed": 0,
+}
+
+
+class ExportWrapper(nn.Module):
+    """The pose network with its output dict flattened to a tuple in a fixed order (ONNX outputs by name)."""
+
+    def __init__(self, model: nn.Module, output_names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.output_names = list(output_names)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(image)
+        return tuple(outputs[name] for name in self.output_names)
+
+
+class ParityError(RuntimeError):
+    """onnxruntime and PyTorch disagree (or the ONNX file lacks an output)."""
+
+
+def export_onnx(wrapper: ExportWrapper, example: torch.Tensor, path: Path, opset: int, exporter: str) -> str:
+    """Write ``path`` with a dynamic batch axis; returns the exporter used ("dynamo" or "torchscript")."""
+    names = wrapper.output_names
+    errors = []
+    order = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}[exporter]
+    for kind in order:
+        try:
+            if kind == "dynamo":
+                batch = torch.export.Dim("batch", min=1, max=4096)
+                torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=names,
+                                  opset_version=max(int(opset), 18), dynamo=True,
+                                  dynamic_shapes={"image": {0: batch}}, verbose=False)
+            else:
+                torch.onnx.export(wrapper, (example,), str(path), input_names=["image"], output_names=names,
+                                  opset_version=int(opset), dynamo=False,
+                                  dynamic_axes={n: {0: "batch"} for n in ["image", *names]})
+            return kind
+        except Exception as err:  # noqa: BLE001 - try the next exporter, report all failures at the end
+            log.warning("%s export failed: %s: %s", kind, type(err).__name__, str(err).splitlines()[0][:300])
+            errors.append(f"{kind}: {type(err).__name__}: {err}")
+    raise RuntimeError("ONNX export failed:\n" + "\n".join(errors))
+
+
+def check_parity(path: Path, wrapper: ExportWrapper, image: torch.Tensor, tol: float) -> dict[str, float]:
+    """Max abs difference per output between onnxruntime and PyTorch on ``image``; raises ParityError above tol."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_names = [o.name for o in session.get_outputs()]
+    if onnx_names != wrapper.output_names:
+        raise ParityError(f"{path}: outputs {onnx_names}, expected {wrapper.output_names}")
+    got = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+    with torch.no_grad():
+        ref = [t.detach().cpu().numpy() for t in wrapper(image)]
+    diffs = {}
+    for name, a, b in zip(onnx_names, got, ref):
+        if a.shape != b.shape:
+            raise ParityError(f"{path}: output {name} has shape {a.shape} in onnxruntime, {b.shape} in PyTorch")
+        diffs[name] = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+    bad = {k: v for k, v in diffs.items() if not v <= tol}
+    if bad:
+        raise ParityError(f"{path}: onnxruntime and PyTorch differ by more than {tol:g} (max abs): {bad}")
+    return diffs
+
+
+def export_metadata(system, output_names: Sequence[str], output_shapes: dict[str, list]) -> dict[str, Any]:
+    cfg = system.cfg
+    w, h = (int(v) for v in cfg["input_size"])
+    return {
+        "input": {"name": "image", "shape": ["batch", 3, h, w], "input_size_wh": [w, h], "channel_order": "RGB",
+                  "mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD],
+                  "scale": "pixel / 255, then (x - mean) / std"},
+        "outputs": {name: output_shapes[name] for name in output_names},
+        "head": cfg["head"]["name"],
+        "codec": {**dict(cfg["head"]["codec"]), "input_size": [w, h], "heatmap_size": list(system.heatmap_size)},
+        "flip_test": bool(system.flip_test),
+        "padding": float(cfg["task"].get("padding", 1.25)),
+        "spec": system.spec.name,
+        "keypoint_names": list(system.spec.keypoint_names),
+        "flip_indices": list(system.spec.flip_indices),
+        "skeleton": [list(link) for link in system.spec.skeleton],
+        "decoding": "docs/export.md",
+    }
+
+
+def export(cfg: Any) -> dict[str, Any]:
+    ckpt = Path(str(cfg.ckpt)).expanduser()
+    out = Path(str(cfg.out)) if cfg.out else ckpt.with_suffix(".onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if str(cfg.exporter) not in ("auto", "dynamo", "torchscript"):
+        raise SystemExit(f"exporter must be auto, dynamo or torchscript, got {cfg.exporter!r}")
+    system = load_system(ckpt).float()
+    w, h = (int(v) for v in system.cfg["input_size"])
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    example = torch.randn(2, 3, h, w, generator=gen)
+    with torch.no_grad():
+        names = list(system.model(example).keys())
+    wrapper = ExportWrapper(system.model, names).eval()
+    exporter = export_onnx(wrapper, example, out, int(cfg.opset), str(cfg.exporter))
+
+    with torch.no_grad():
+        shapes = {n: ["batch", *t.shape[1:]] for n, t in zip(names, wrapper(example))}
+    meta = export_metadata(system, names, shapes)
+    _write_onnx_metadata(out, meta)
+    check = torch.randn(int(cfg.check_batch), 3, h, w, generator=gen)
+    diffs = check_parity(out, wrapper, check, float(cfg.tol))  # the file as finally written
+    meta["export"] = {"exporter": exporter, "opset": _opset(out), "checkpoint": str(ckpt),
+                      "parity_max_abs": diffs, "tol": float(cfg.tol), "check_batch": int(cfg.check_batch)}
+    Path(f"{out}.json").write_text(json.dumps(meta, indent=2))
+    summary = {"onnx": str(out), "exporter": exporter, "outputs": names,
+               "max_abs_diff": max(diffs.values()), "tol": float(cfg.tol), "parity": "ok"}
+    log.info("exported %s (%s exporter); onnxruntime vs PyTorch max abs diff per output: %s (tol %g)",
+             out, exporter, diffs, float(cfg.tol))
+    return summary
+
+
+def _write_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Store the decoding metadata in the ONNX file's ``metadata_props`` (key ``sar``, JSON)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "sar", json.dumps(meta)
+    onnx.save(model, str(path))
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), -1))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    for noisy in ("onnx_ir", "onnxscript"):  # per-pass INFO lines of torch's exporter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    try:
+        summary = export(cfg)
+    except ParityError as err:
+        log.error("%s", err)
+        raise SystemExit(f"ONNX parity check FAILED: {err}") from err
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

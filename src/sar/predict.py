@@ -1,0 +1,266 @@
+"""`python -m sar.predict ckpt=<file> input=<image or folder> [det=<json> [ann=<json>]] [out=<dir>] [key=value ...]`
+
+Top-down keypoint prediction on images with nothing but a checkpoint (it carries the resolved run config, hence
+the network, the codec and the keypoint spec). Person boxes:
+
+* no ``det``: the whole image is the box (one person per image, box score 1);
+* ``det=<COCO detection results json>`` (``[{image_id, bbox: [x, y, w, h], score, category_id}, ...]``): every
+  person box (``category_id`` 1, ``score >= det_score_thr``) of the image. An image's COCO id comes from
+  ``ann=<COCO json>`` (its ``images`` entries map ``file_name`` to ``id``), else from a numeric file name
+  (``000000000785.jpg`` -> 785, the COCO convention).
+
+Each box goes through the validation path of training: the top-down crop (``TopDownDataset``: padded box, one
+affine warp, ImageNet normalisation), ``TopDownSystem.predict_crops`` (codec decoding, flip test as configured)
+and the inverse warp to image pixels (``apply_affine``). Instances are rescored and OKS-NMS'ed per image as the
+checkpoint's evaluator does (``task.evaluation``).
+
+Writes into ``out`` (default ``outputs/predict/<timestamp>``):
+
+* ``results_keypoints.json`` — COCO results: ``{"image_id", "category_id": 1, "keypoints": [x, y, score] * K,
+  "score", "bbox", "file_name"}``; ``image_id`` is the COCO id when known, else ``-(1 + the image's position in
+  the sorted input listing)`` (never a valid COCO id); ``file_name`` always names the image;
+* ``<image stem>.png`` — the image with the predicted skeletons drawn with the spec's links and colours
+  (instances with box score >= ``draw_bbox_thr``, keypoints with score > ``draw_kpt_thr``).
+
+Keys (``key=value``): see ``DEFAULTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from sar.data.topdown import TopDownDataset, read_image
+from sar.evaluation.coco_ap import instance_score, oks_nms
+from sar.evaluation.keypoint_error import load_coco_dict
+from sar.evaluation.results import write_json_atomic
+from sar.systems.topdown import apply_affine
+from sar.utils.checkpoint import checkpoint_config, load_system
+from sar.utils.draw import draw_instances
+
+log = logging.getLogger("sar.predict")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+PERSON_CATEGORY_ID = 1
+
+DEFAULTS: dict[str, Any] = {
+    "ckpt": "???",              # checkpoint written by `python -m sar.train`
+    "input": "???",             # an image file or a folder of images (not recursive)
+    "det": None,                # COCO detection results json; null: the whole image is the box
+    "ann": None,                # COCO json whose `images` map file_name -> id (for `det`)
+    "out": None,                # output folder; null: outputs/predict/<timestamp>
+    "det_score_thr": 0.0,       # detections with a lower score are dropped
+    "flip_test": None,          # null: the checkpoint's task.flip_test
+    "use_nms": None,            # null: the checkpoint's task.evaluation.use_nms (per-image OKS-NMS)
+    "batch_size": 32,
+    "num_workers": 0,
+    "device": "auto",           # auto (cuda when available) | cpu | cuda | cuda:1 ...
+    "draw": True,               # write one PNG per image
+    "draw_bbox_thr": 0.3,       # instances drawn: box score >= this
+    "draw_kpt_thr": None,       # keypoints drawn: score > this; null: the checkpoint's evaluation.kpt_score_thr
+    "draw_boxes": True,         # also draw the person boxes
+}
+
+
+def parse_args(argv: Sequence[str], defaults: Mapping[str, Any]) -> Any:
+    """``key=value`` arguments merged onto ``defaults`` (unknown keys and missing required ones raise)."""
+    base = OmegaConf.create(dict(defaults))
+    OmegaConf.set_struct(base, True)
+    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(argv)))
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise SystemExit(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}")
+    return cfg
+
+
+def list_images(path: str | Path) -> list[Path]:
+    path = Path(path).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"input {path} is neither an image file nor a folder")
+    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    return images
+
+
+def image_ids(images: Sequence[Path], ann: str | Path | None) -> list[int | None]:
+    """COCO id per image (``ann``'s file_name -> id, else a numeric file stem), None when unknown."""
+    if ann is not None:
+        by_name = {Path(str(img["file_name"])).name: int(img["id"]) for img in load_coco_dict(ann)["images"]}
+        ids = [by_name.get(p.name) for p in images]
+        unknown = [p.name for p, i in zip(images, ids) if i is None]
+        if unknown:
+            log.warning("%d image(s) are not in %s (no COCO id): %s", len(unknown), ann, unknown[:5])
+        return ids
+    return [int(p.stem) if p.stem.isdigit() else None for p in images]
+
+
+def read_detections(det_file: str | Path, score_thr: float) -> dict[int, list[tuple[np.ndarray, float]]]:
+    """Person boxes ``(xywh, score)`` per image id from a COCO detection results json."""
+    data = load_json(det_file)
+    if not isinstance(data, list):
+        raise ValueError(f"{det_file}: a detection file must be a COCO results list")  # noqa: TRY004
+    boxes: dict[int, list[tuple[np.ndarray, float]]] = defaultdict(list)
+    for i, det in enumerate(data):
+        try:
+            category = int(det.get("category_id", PERSON_CATEGORY_ID))
+            box = np.asarray(det["bbox"], dtype=np.float32).reshape(4)
+            score = float(det["score"])
+            image_id = int(det["image_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{det_file}: detection #{i} is malformed ({err!r})") from err
+        if category == PERSON_CATEGORY_ID and score >= score_thr and box[2] > 0 and box[3] > 0:
+            boxes[image_id].append((box, score))
+    return boxes
+
+
+def load_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the stored pixels (as `read_image` decodes them, EXIF orientation ignored)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # noqa: BLE001 - formats PIL cannot open: decode with OpenCV
+        h, w = read_image(str(path)).shape[:2]
+        return w, h
+
+
+def build_records(images: Sequence[Path], ids: Sequence[int | None], det: Mapping[int, list] | None,
+                  num_keypoints: int) -> list[dict[str, Any]]:
+    """Instance records (the reader's format, docs/contracts.md) for the person boxes to predict."""
+    records = []
+    no_box = []
+    for pos, (path, coco_id) in enumerate(zip(images, ids)):
+        image_id = coco_id if coco_id is not None else -(pos + 1)
+        if det is None:
+            w, h = image_size(path)
+            boxes = [(np.array([0.0, 0.0, w, h], np.float32), 1.0)]
+        else:
+            boxes = det.get(coco_id, []) if coco_id is not None else []
+            if not boxes:
+                no_box.append(path.name)
+        for box, score in boxes:
+            records.append({
+                "image_path": str(path), "image_id": int(image_id), "ann_id": -1, "bbox": box,
+                "bbox_score": float(score), "area": float(box[2] * box[3]),
+                "keypoints": np.zeros((num_keypoints, 2), np.float32), "visible": np.zeros(num_keypoints, np.float32),
+                "position": pos,
+            })
+    if no_box:
+        log.warning("%d image(s) have no person box in the detection file: %s", len(no_box), no_box[:5])
+    return records
+
+
+@torch.no_grad()
+def predict_records(system, records: Sequence[Mapping[str, Any]], batch_size: int, num_workers: int,
+                    device: torch.device) -> np.ndarray:
+    """(N, K, 3) keypoints ``x, y, score`` in image pixels, one row per record (training's validation path)."""
+    k = system.spec.num_keypoints
+    if not records:
+        return np.zeros((0, k, 3))
+    dataset = TopDownDataset(records, system.spec, system.codec, train=False,
+                             padding=float(system.cfg["task"].get("padding", 1.25)))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    out = []
+    for batch in loader:
+        keypoints, scores = system.predict_crops(batch["image"].to(device))
+        in_image = apply_affine(batch["meta"]["inv_warp"].to(keypoints), keypoints.float())
+        out.append(torch.cat([in_image, scores.float()[..., None]], dim=-1).cpu().numpy().astype(np.float64))
+    return np.concatenate(out)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def predict(cfg: Any) -> dict[str, Any]:
+    start = time.time()
+    out_dir = Path(str(cfg.out)) if cfg.out else Path("outputs/predict") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_cfg = checkpoint_config(str(cfg.ckpt))
+    if cfg.flip_test is not None:
+        run_cfg["task"] = dict(run_cfg["task"], flip_test=bool(cfg.flip_test))
+    device = resolve_device(str(cfg.device))
+    system = load_system(str(cfg.ckpt), run_cfg, map_location=device)
+    spec = system.spec
+    ev = run_cfg["task"]["evaluation"]
+    use_nms = bool(ev["use_nms"] if cfg.use_nms is None else cfg.use_nms)
+    kpt_thr = float(ev["kpt_score_thr"])
+    draw_kpt_thr = kpt_thr if cfg.draw_kpt_thr is None else float(cfg.draw_kpt_thr)
+
+    images = list_images(str(cfg.input))
+    ids = image_ids(images, cfg.ann)
+    det = read_detections(str(cfg.det), float(cfg.det_score_thr)) if cfg.det else None
+    records = build_records(images, ids, det, spec.num_keypoints)
+    kpts = predict_records(system, records, int(cfg.batch_size), int(cfg.num_workers), device)
+
+    instances = [
+        {"image_id": r["image_id"], "keypoints": kpts[i], "area": r["area"], "bbox": r["bbox"],
+         "bbox_score": r["bbox_score"], "position": r["position"],
+         "score": instance_score(kpts[i][:, 2], r["bbox_score"], str(ev["score_mode"]), kpt_thr)}
+        for i, r in enumerate(records)
+    ]
+    if use_nms and det is not None and instances:
+        instances = [instances[i] for i in oks_nms(instances, float(ev["nms_thr"]), spec.sigmas)]
+    results = [
+        {"image_id": int(inst["image_id"]), "category_id": PERSON_CATEGORY_ID,
+         "keypoints": [float(v) for v in inst["keypoints"].reshape(-1)], "score": float(inst["score"]),
+         "bbox": [float(v) for v in inst["bbox"]], "file_name": images[inst["position"]].name}
+        for inst in instances
+    ]
+    results_path = write_json_atomic(results, out_dir / "results_keypoints.json")
+
+    pngs = []
+    if cfg.draw:
+        by_image: dict[int, list[dict]] = defaultdict(list)
+        for inst in instances:
+            if inst["bbox_score"] >= float(cfg.draw_bbox_thr):
+                by_image[inst["position"]].append(inst)
+        stems = [p.stem for p in images]
+        for pos, path in enumerate(images):
+            drawn = by_image.get(pos, [])
+            canvas = draw_instances(read_image(str(path)), [d["keypoints"] for d in drawn], spec, draw_kpt_thr,
+                                    boxes=[d["bbox"] for d in drawn] if cfg.draw_boxes else None)
+            name = path.stem if stems.count(path.stem) == 1 else path.name
+            png = out_dir / f"{name}.png"
+            if not cv2.imwrite(str(png), canvas):
+                raise OSError(f"could not write {png}")
+            pngs.append(str(png))
+    summary = {"out": str(out_dir), "results": str(results_path), "images": len(images), "boxes": len(records),
+               "instances": len(results), "pngs": len(pngs), "seconds": round(time.time() - start, 1)}
+    log.info("predictions: %s", summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    summary = predict(cfg)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
