@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -15,12 +16,23 @@ import pytest
 import torch
 
 from inference_helpers import TINY, compose_run_config, save_checkpoint
+from sar.data.topdown import TopDownDataset
 from sar.export import ExportWrapper, ParityError, check_parity
 from sar.export import main as export_main
-from sar.systems.topdown import TopDownSystem
+from sar.systems.topdown import TopDownSystem, apply_affine
 from sar.utils.checkpoint import load_system
 
 OUTPUTS = {"sar": ["logits", "offsets", "heatmap"], "heatmap": ["heatmap"]}
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "export.md"
+
+
+def docs_functions() -> dict:
+    """The reference decoding functions of docs/export.md (its python code block), executed."""
+    text = DOCS.read_text()
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block, str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
+    return namespace
 
 
 def random_checkpoint(path: Path, head: str) -> Path:
@@ -71,8 +83,37 @@ def test_onnx_matches_pytorch(tmp_path: Path, head: str, exporter: str) -> None:
         assert float(ref[name].std()) > 0.1  # the comparison is not between near-constant maps
         assert np.abs(got[name] - ref[name].numpy()).max() <= 1e-4, name
 
+    if head == "sar":  # docs/export.md's decoding of the raw ONNX outputs = the package's codec
+        decode_sar = docs_functions()["decode_sar"]
+        ref_kpts, ref_scores = system.codec.decode(ref)
+        # (on the PyTorch tensors: the random ReLU features leave exact ties between cells, which the ONNX
+        # outputs, equal within 1e-4, may break the other way)
+        kpts, scores = decode_sar(ref["logits"].numpy(), ref["offsets"].numpy(), (64, 96))
+        np.testing.assert_allclose(kpts, ref_kpts.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-7, rtol=0)
+
     # The check fails loudly when the ONNX file no longer matches the network.
     with torch.no_grad():
         system.model.head.parameters().__next__().add_(0.01)
     with pytest.raises(ParityError, match="differ by more than"):
         check_parity(out, ExportWrapper(system.model, OUTPUTS[head]), images, 1e-4)
+
+
+def test_docs_crop_to_image_is_the_inverse_warp(tmp_path: Path) -> None:
+    """docs/export.md's crop -> image mapping equals the inverse warp of the top-down samples."""
+    crop_to_image = docs_functions()["crop_to_image"]
+    system = TopDownSystem(compose_run_config(*TINY))
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    path = tmp_path / "image.png"
+    cv2.imwrite(str(path), image)
+    boxes = [[10.0, 20.0, 300.0, 100.0], [50.5, 3.0, 40.0, 250.0], [0.0, 0.0, 0.4, 0.2]]
+    records = [{"image_path": str(path), "image_id": 1, "ann_id": -1, "bbox": np.float32(b), "bbox_score": 1.0,
+                "area": 1.0, "keypoints": np.zeros((17, 2), np.float32), "visible": np.zeros(17, np.float32)}
+               for b in boxes]
+    dataset = TopDownDataset(records, system.spec, system.codec, train=False, padding=1.25)
+    crop_pts = rng.uniform(-5, 100, (17, 2))
+    for i, box in enumerate(boxes):
+        inv = dataset[i]["meta"]["inv_warp"].double()
+        expected = apply_affine(inv[None], torch.as_tensor(crop_pts)[None])[0].numpy()
+        np.testing.assert_allclose(crop_to_image(crop_pts, box, (64, 96)), expected, atol=1e-3)
