@@ -14,7 +14,7 @@ affine warp, ImageNet normalisation), ``TopDownSystem.predict_crops`` (codec dec
 and the inverse warp to image pixels (``apply_affine``). Instances are rescored and OKS-NMS'ed per image as the
 checkpoint's evaluator does (``task.evaluation``).
 
-Writes into ``out`` (default ``outputs/predict/<timestamp>``):
+Writes into ``out`` (default ``outputs/predict/<timestamp>_<random suffix>``):
 
 * ``results_keypoints.json`` — COCO results: ``{"image_id", "category_id": 1, "keypoints": [x, y, score] * K,
   "score", "bbox", "file_name"}``; ``image_id`` is the COCO id when known, else ``-(1 + the image's position in
@@ -42,6 +42,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from sar import unique_suffix
 from sar.data.topdown import TopDownDataset, read_image
 from sar.evaluation.coco_ap import instance_score, oks_nms
 from sar.evaluation.keypoint_error import load_coco_dict
@@ -197,7 +198,8 @@ def resolve_device(name: str) -> torch.device:
 
 def predict(cfg: Any) -> dict[str, Any]:
     start = time.time()
-    out_dir = Path(str(cfg.out)) if cfg.out else Path("outputs/predict") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{unique_suffix()}"
+    out_dir = Path(str(cfg.out)) if cfg.out else Path("outputs/predict") / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     run_cfg = checkpoint_config(str(cfg.ckpt))
     if cfg.flip_test is not None:
