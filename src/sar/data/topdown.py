@@ -6,13 +6,12 @@ affine warp of the decoded image (the flip is folded into the matrix) → option
 augmentation of the crop → ImageNet normalisation → ``codec.encode`` of the keypoints in crop pixels.
 Validation samples use the plain padded box: no flip, no augmentation.
 
-Randomness. Each training sample draws its own ``np.random.Generator`` from
-``(seed, a draw from torch's RNG, index)``. PyTorch seeds every DataLoader worker's torch RNG with
-``base_seed + worker_id`` (and ``base_seed`` comes from the main process's RNG, which
-``pl.seed_everything`` fixes), so augmentation is reproducible for a fixed seed and worker count,
-differs between workers, and changes from epoch to epoch (with or without persistent workers, and with
-``num_workers=0``). :meth:`TopDownDataset.get_sample` takes an explicit generator for fully
-deterministic access (tests, visualisation).
+Randomness. A training sample's augmentation draws from ``np.random.default_rng((seed, epoch, index))``:
+the training loader's :class:`sar.data.sampler.EpochSampler` yields ``(index, epoch)`` pairs, so the
+augmentation is a function of the seed, the epoch and the sample alone: the same for any worker count,
+different from epoch to epoch, and exactly reproducible when a run resumes mid-epoch. A plain integer
+index (no epoch) uses epoch 0. :meth:`TopDownDataset.get_sample` takes an explicit generator (tests,
+visualisation).
 """
 
 from __future__ import annotations
@@ -180,13 +179,14 @@ class TopDownDataset(Dataset):
         return len(self.image_ids)
 
     # -- sampling ------------------------------------------------------------------------------------
-    def _rng_for(self, index: int) -> np.random.Generator:
-        draw = int(torch.randint(0, 2**62, (1,)).item())
-        return np.random.default_rng([self.seed, draw, int(index)])
+    def _rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(epoch), int(index)])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``dataset[index]`` or ``dataset[(index, epoch)]`` (what the training sampler yields)."""
         _limit_worker_threads()
-        return self.get_sample(index, self._rng_for(index) if self.train else None)
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
+        return self.get_sample(index, self._rng_for(index, epoch) if self.train else None)
 
     def get_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
         """The sample at ``index``; training augmentation draws from ``rng`` (required when training)."""

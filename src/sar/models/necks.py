@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DECONV_TARGET_STRIDE", "DeconvNeck", "resolve_deconv_layers"]
+__all__ = ["DECONV_TARGET_STRIDE", "DeconvNeck", "FPNNeck", "resolve_deconv_layers"]
 
 _DECONV_CFG: dict[int, tuple[int, int]] = {
     4: (1, 0),
@@ -66,6 +66,39 @@ class DeconvNeck(nn.Module):
         if isinstance(x, (list, tuple)):
             x = x[-1]
         return self.layers(x)
+
+
+class FPNNeck(nn.Module):
+    """Top-down feature pyramid fused to the finest returned level (for models trained from scratch).
+
+    Takes the backbone's maps (finest first, each level half the resolution of the previous one): a 1x1
+    conv + BN per level to ``channels``, top-down nearest x2 upsampling added into the next finer level,
+    then one 3x3 conv + BN + ReLU on the finest level. The head reads that map (stride of the first level).
+    Not a paper component: the random-init CPU default uses it because the stride-4 skip gives the head
+    fine spatial detail that three deconvolutions from stride 32 take many more steps to learn
+    (docs/backbones.md).
+    """
+
+    def __init__(self, in_channels: list[int] | tuple[int, ...], channels: int = 128) -> None:
+        super().__init__()
+        if len(in_channels) < 2:
+            raise ValueError(f"FPNNeck needs at least two backbone levels (backbone.out_indices), got {in_channels}")
+        self.lateral = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), nn.BatchNorm2d(channels)) for c in in_channels
+        )
+        self.out = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                                 nn.ReLU(inplace=True))
+        self.in_channels = list(in_channels)
+        self.out_channels = channels
+        self.num_layers = 0
+
+    def forward(self, x: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if len(x) != len(self.lateral):
+            raise ValueError(f"FPNNeck built for {len(self.lateral)} levels, got {len(x)}")
+        y = self.lateral[-1](x[-1])
+        for lateral, feat in zip(reversed(self.lateral[:-1]), reversed(x[:-1])):
+            y = lateral(feat) + nn.functional.interpolate(y, size=feat.shape[-2:], mode="nearest")
+        return self.out(y)
 
 
 DECONV_TARGET_STRIDE = 4  # `deconv.num_layers: auto` upsamples the backbone map to this output stride

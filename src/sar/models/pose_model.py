@@ -18,7 +18,7 @@ from sar.models.heads.heatmap import HeatmapHead
 from sar.models.heads.heatmap_offset import HeatmapOffsetHead
 from sar.models.heads.regression import RegressionHead, RLEHead
 from sar.models.heads.sar import SARHead
-from sar.models.necks import DeconvNeck, resolve_deconv_layers
+from sar.models.necks import DeconvNeck, FPNNeck, resolve_deconv_layers
 
 
 class PoseModel(nn.Module):
@@ -30,8 +30,7 @@ class PoseModel(nn.Module):
         self.stride = stride
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(images)[-1]
-        return self.head(self.neck(features))
+        return self.head(self.neck(self.backbone(images)))
 
 
 def _build_head(head_cfg: Mapping[str, Any], in_channels: int, num_keypoints: int) -> nn.Module:
@@ -60,6 +59,15 @@ def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseMo
     bcfg, hcfg = cfg["backbone"], cfg["head"]
     w, h = (int(v) for v in cfg["input_size"])
     backbone = build_backbone_from_cfg(bcfg, (w, h))
+    if str(bcfg.get("neck", "deconv")) == "fpn":
+        neck = FPNNeck(backbone.channels, channels=int(bcfg.get("deconv_channels", 128)))
+        stride = int(backbone.strides[0])
+        if w % int(backbone.strides[-1]) or h % int(backbone.strides[-1]):
+            raise ValueError(f"input_size {w}x{h} must be a multiple of the backbone stride {backbone.strides[-1]}")
+        head = _build_head(hcfg, neck.out_channels, num_keypoints)
+        return PoseModel(backbone, neck, head, stride), (w // stride, h // stride)
+    elif bcfg.get("neck", "deconv") != "deconv":
+        raise ValueError(f"backbone.neck must be 'deconv' or 'fpn', got {bcfg.get('neck')!r}")
     stride_in = int(backbone.strides[-1])
     deconv = hcfg.get("deconv") or {}
     num_layers = resolve_deconv_layers(deconv.get("num_layers", "auto"), stride_in) if deconv else 0

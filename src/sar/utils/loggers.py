@@ -12,6 +12,11 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, config: dict | None = None) -> Logger:
     kind = cfg.get("type", "csv")
     if kind == "csv":
+        # Lightning's CSV writer deletes an existing metrics.csv; a resumed run keeps it as metrics-part<k>.csv.
+        previous = run_dir / "csv" / "metrics.csv"
+        if previous.exists():
+            k = len(list(previous.parent.glob("metrics-part*.csv")))
+            previous.rename(previous.with_name(f"metrics-part{k}.csv"))
         return CSVLogger(save_dir=str(run_dir), name="", version="csv")
     if kind == "tensorboard":
         return TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard")
