@@ -51,3 +51,16 @@ def test_wandb_logger_writes_an_offline_run(tmp_path: Path) -> None:
     assert len(runs) == 1
     assert list(runs[0].glob("run-*.wandb"))
     assert (run_dir / "metrics.json").exists()
+    # validation prediction images (skeletons drawn on the crops) and the metrics are in the W&B run
+    images = list((runs[0] / "files" / "media" / "images").glob("val/predictions_*.png"))
+    assert len(images) >= 4
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()  # offline: history records in the run file
+    assert b"val/AP" in record and b"val/kpt_error_px" in record and b"train/total" in record
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    assert runs[0].name.endswith(run_id)
+
+    # resuming in the same run directory (auto-resume from last.ckpt) continues the same W&B run
+    run_train(tmp_path, "logger=wandb", "trainer.max_epochs=2")
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 6
