@@ -15,13 +15,14 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
 from sar.data.datamodule import TopDownDataModule
 from sar.evaluation.results import write_metrics
 from sar.systems.topdown import TopDownSystem
 from sar.utils.config import print_config, save_config, to_container
+from sar.utils.hydra_ddp import sweep_job
 from sar.utils.loggers import build_logger
 from sar.utils.scale import prepare_run_config
 
@@ -35,9 +36,17 @@ TRAINER_KEYS = (
 )
 
 
-def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
-    """`last` means this run directory's last.ckpt (None when there is none yet); else a path or None."""
+def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path, auto_resume: bool = True) -> str | None:
+    """`last` means this run directory's last.ckpt (None when there is none yet); else a path or None.
+
+    With ``auto_resume`` a run whose directory already holds ``checkpoints/last.ckpt`` resumes from it even
+    when ``ckpt_path`` is null (a requeued SLURM job restarts the same command in the same directory).
+    """
     if ckpt_path in (None, "", "null"):
+        last = ckpt_dir / "last.ckpt"
+        if auto_resume and last.exists():
+            log.info("resuming from %s (this run directory already has one; auto_resume=false to disable)", last)
+            return str(last)
         return None
     if ckpt_path == "last":
         last = ckpt_dir / "last.ckpt"
@@ -48,8 +57,18 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path) -> str | None:
     return str(path)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def merge_head_evaluation(cfg: DictConfig) -> None:
+    """A head's ``evaluation:`` block overrides ``task.evaluation`` (e.g. SAR's keypoint-score threshold, see
+    conf/head/sar.yaml); the merged values are what the saved config and the checkpoint carry."""
+    head_eval = cfg.head.get("evaluation") if "head" in cfg else None
+    if head_eval:
+        with open_dict(cfg):
+            cfg.task.evaluation = OmegaConf.merge(cfg.task.evaluation, head_eval)
+
+
+def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
+    merge_head_evaluation(cfg)
     prepare_run_config(cfg)  # validates trainer.precision; optim.scaled = global batch and effective lr
     print_config(cfg)
     save_config(cfg, run_dir)
@@ -68,15 +87,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         dirpath=ckpt_dir, monitor=monitor, mode=config["task"]["monitor_mode"], save_last=True, save_top_k=1,
         filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
     )
+    callbacks: list[pl.Callback] = [checkpoint]
+    every = config["trainer"].get("checkpoint_every_n_steps")
+    if every:  # a rolling mid-epoch last.ckpt (preemptible clusters); resumes exactly (sar.data.sampler)
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=int(every), save_last=True,
+                                         save_top_k=0, save_on_train_epoch_end=False))
+    callbacks += [RichProgressBar(), LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
     trainer_kwargs = {k: v for k, v in config["trainer"].items() if k in TRAINER_KEYS and v is not None}
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=build_logger(config["logger"], run_dir, str(cfg.run_name), config),
-        callbacks=[checkpoint, RichProgressBar(), LearningRateMonitor(logging_interval="step")],
+        callbacks=callbacks,
         **trainer_kwargs,
     )
     start = time.time()
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir))
+    trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir,
+                                                                        bool(cfg.get("auto_resume", True))))
     train_seconds = time.time() - start
 
     result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
@@ -98,7 +124,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = run(cfg, run_dir)
+    with sweep_job():  # -m with DDP: extra ranks re-run this job, not the sweep (sar.utils.hydra_ddp)
+        result = run(cfg, run_dir)
     return result.get(str(cfg.task.monitor).split("/")[-1])
 
 
