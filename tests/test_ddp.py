@@ -34,14 +34,14 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.limit_train_batches=2",
         "optim.warmup_iters=2", "optim.base_batch_size=4",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return run_dir
 
 
 def validate(ckpt: Path, out: Path, devices: int, mode: str) -> list[dict]:
     proc = subprocess.run([sys.executable, str(SCRIPT), str(ckpt), str(out), str(devices), "3", mode],
-                          capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return [json.loads((out / f"metrics_rank{r}.json").read_text()) for r in range(devices)]
 
@@ -84,3 +84,26 @@ def test_ddp_validation_equals_one_process(ddp_run: Path, tmp_path: Path, mode: 
     one = json.loads((tmp_path / "one" / "results_rank0" / "results_keypoints.json").read_text())
     two = json.loads((tmp_path / "two" / "results_rank0" / "results_keypoints.json").read_text())
     assert one == two
+
+
+def test_ddp_inside_a_local_sweep(tmp_path: Path) -> None:
+    """`-m` with 2 jobs x 2 DDP processes (default sweep dir): each job's rank 1 runs that job only, in that
+    job's directory (sar.utils.hydra_ddp), and the next job starts its own ranks."""
+    cmd = [
+        sys.executable, "-m", "sar.train", "-m", "head=sar,heatmap", f"dataset.cache_dir={tmp_path / 'data'}",
+        "dataset.synthetic.num_train=16", "dataset.synthetic.num_val=2", "dataset.num_workers=0",
+        "dataset.batch_size=4", "dataset.val_batch_size=4", "input_size=[64,64]", "head.deconv.channels=32",
+        "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
+        "trainer.limit_train_batches=1", "optim.warmup_iters=1",
+    ]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    sweeps = list((tmp_path / "multirun").iterdir())
+    assert len(sweeps) == 1 and not (tmp_path / "outputs").exists()  # no rank ran elsewhere
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
+    assert [j.name[:2] for j in jobs] == ["0_", "1_"]
+    for job in jobs:
+        assert (job / "metrics.json").exists() and (job / "train_ddp_process_1.log").exists()
+        scaled = yaml.safe_load((job / "config.yaml").read_text())["optim"]["scaled"]
+        assert scaled["world_size"] == 2
+    assert (sweeps[0] / "summary.md").exists()
