@@ -102,6 +102,7 @@ class TopDownSystem(pl.LightningModule):
         self.flip_test = bool(cfg["task"].get("flip_test", True))
         self.register_buffer("flip_indices", torch.as_tensor(self.spec.flip_indices, dtype=torch.long), persistent=False)
         self._preds: dict[int, list[dict]] = {}
+        self._vis: list[tuple[torch.Tensor, np.ndarray]] = []  # crops kept for W&B prediction images
         self.results_dir: Path | None = None  # set to write the COCO results json on validation
         self.last_metrics: dict[str, float] = {}
 
@@ -143,9 +144,38 @@ class TopDownSystem(pl.LightningModule):
             if "index" in meta:  # dataset position: the id that removes DDP padding duplicates
                 record["index"] = int(meta["index"][i])
             self._preds.setdefault(dataloader_idx, []).append(record)
+        if self._wants_images() and len(self._vis) < self.NUM_LOGGED_IMAGES and dataloader_idx == len(
+                self.trainer.val_dataloaders or [None]) - 1:  # GT-box loader: one person per crop
+            take = self.NUM_LOGGED_IMAGES - len(self._vis)
+            crops = torch.cat([keypoints.float(), scores.float()[..., None]], dim=-1)[:take].cpu().numpy()
+            self._vis += list(zip(batch["image"][:take].cpu(), crops))
+
+    NUM_LOGGED_IMAGES = 4  # validation crops drawn with their predicted skeletons, per validation (W&B only)
+
+    def _wants_images(self) -> bool:
+        from pytorch_lightning.loggers import WandbLogger
+
+        return self._trainer is not None and self.trainer.is_global_zero and isinstance(self.logger, WandbLogger)
+
+    def _log_prediction_images(self) -> None:
+        """Log the kept crops with their predicted skeletons (spec links and colours) to W&B."""
+        from sar.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from sar.utils.draw import draw_instances
+
+        images = []
+        for crop, kpts in self._vis:
+            rgb = (crop.permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN) * 255.0
+            bgr = np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8)[..., ::-1])
+            drawn = draw_instances(bgr, [kpts], self.spec, kpt_thr=-1.0)
+            images.append(np.ascontiguousarray(drawn[..., ::-1]))
+        self._vis = []
+        if images:
+            self.logger.log_image(key="val/predictions", images=images, step=int(self.global_step),
+                                  caption=[f"crop {i}" for i in range(len(images))])
 
     def on_validation_epoch_start(self) -> None:
         self._preds = {}
+        self._vis = []
 
     def on_validation_epoch_end(self) -> None:
         # Under DDP every rank holds its shard: gather all ranks' records (collective), compute the metrics
@@ -163,6 +193,8 @@ class TopDownSystem(pl.LightningModule):
                     outcome = {"error": f"{type(err).__name__}: {err}"}
                     log.exception("validation metrics failed on rank 0")
             outcome = broadcast_from_zero(outcome)
+        if self._wants_images():
+            self._log_prediction_images()
         if outcome and outcome.get("error"):
             raise RuntimeError(f"validation metrics failed on rank 0: {outcome['error']}")
         if not outcome or not outcome.get("metrics"):
@@ -224,14 +256,19 @@ class TopDownSystem(pl.LightningModule):
             optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(o.get("weight_decay", 0.01)))
         else:
             raise ValueError(f"unknown optimiser '{o['name']}' (adam, adamw)")
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = max(int(self.trainer.max_epochs or 1), 1)
-        steps_per_epoch = max(total // epochs, 1)
-        milestone_steps = [int(m) * steps_per_epoch for m in o.get("milestones", [])]
+        # The schedule length is read lazily, at the first step: asking the trainer for it here would build the
+        # train loader's iterator before a resumed run restores the loader's position (sar.data.sampler).
+        schedule: dict[str, Any] = {}
 
         def fn(step: int) -> float:
-            return lr_factor(step, int(o.get("warmup_iters", 0)), float(o.get("warmup_ratio", 0.001)), total,
-                             str(o.get("scheduler", "none")), milestone_steps, float(o.get("gamma", 0.1)))
+            if not schedule and step > 0:
+                total = int(self.trainer.estimated_stepping_batches)
+                per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
+                schedule.update(total=total, milestones=[int(m) * per_epoch for m in o.get("milestones", [])])
+            return lr_factor(step, int(o.get("warmup_iters", 0)), float(o.get("warmup_ratio", 0.001)),
+                             schedule.get("total", 1), str(o.get("scheduler", "none")),
+                             schedule.get("milestones", [1 << 62] * len(o.get("milestones", []))),
+                             float(o.get("gamma", 0.1)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
