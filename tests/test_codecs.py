@@ -62,6 +62,31 @@ def test_sar_perfect_outputs_round_trip(heatmap_size: tuple[int, int]) -> None:
     assert torch.allclose(scores, torch.full_like(scores, s_hi / (s_hi + (w * h - 1) * s_lo)), rtol=1e-4)
 
 
+def test_sar_heatmap_score_samples_the_aux_heatmap_at_the_keypoint() -> None:
+    """score='heatmap': sigmoid(aux heatmap) bilinearly interpolated at the decoded keypoint (map units)."""
+    codec = SARCodec((64, 64), (16, 16), sigma=2.0, score="heatmap")
+    kp = np.array([[10.0, 20.0], [33.0, 6.0], [50.0, 50.0]])
+    outputs = _perfect_sar_outputs(codec, kp)
+    prob = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.98 + 0.01
+    outputs["heatmap"] = torch.log(prob / (1 - prob))  # logits whose sigmoid is `prob`
+    coords, scores = codec.decode(outputs)
+    assert np.abs(coords[0].numpy() - kp).max() < 0.05
+    for i, (x, y) in enumerate(coords[0].tolist()):  # hand-computed bilinear interpolation at (x/4, y/4)
+        u, v = x / 4.0, y / 4.0
+        j, r = int(math.floor(u)), int(math.floor(v))
+        a, b = u - j, v - r
+        p = prob[0, i]
+        expect = ((1 - a) * (1 - b) * p[r, j] + a * (1 - b) * p[r, j + 1] + (1 - a) * b * p[r + 1, j]
+                  + a * b * p[r + 1, j + 1])
+        assert abs(float(scores[0, i]) - float(expect)) < 1e-5
+    # the released decoder's score is the selector weight, and the heatmap is ignored
+    sel = SARCodec((64, 64), (16, 16), sigma=2.0).decode(outputs)[1]
+    assert not torch.allclose(sel, scores)
+    assert build_codec({"type": "sar", "input_size": [64, 64], "heatmap_size": [16, 16], "score": "heatmap"}).score == "heatmap"
+    with pytest.raises(ValueError, match="selector"):
+        SARCodec((64, 64), (16, 16), score="peak")
+
+
 @pytest.mark.parametrize("heatmap_size", [(48, 64), (12, 16)])
 def test_sar_flip_test_is_exact(heatmap_size: tuple[int, int]) -> None:
     codec = SARCodec((192, 256), heatmap_size)

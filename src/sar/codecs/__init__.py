@@ -52,7 +52,7 @@ class Codec(Protocol):
 
 
 _KEYS: dict[str, set[str]] = {
-    "sar": {"sigma"},
+    "sar": {"sigma", "score"},
     "msra_heatmap": {"sigma", "unbiased", "blur_kernel"},
     "heatmap_offset": {"sigma"},
     "regression": {"drop_outside"},
@@ -77,7 +77,8 @@ def build_codec(cfg: Mapping[str, Any]) -> Codec:
             f"unknown keys for codec {kind!r}: {sorted(unknown)} (allowed: {sorted(_KEYS[kind])})"
         )
     if kind == "sar":
-        return SARCodec(input_size, heatmap_size, sigma=float(cfg.get("sigma", 3.0)))
+        return SARCodec(input_size, heatmap_size, sigma=float(cfg.get("sigma", 3.0)),
+                        score=str(cfg.get("score", "selector")))
     if kind == "heatmap_offset":
         return HeatmapOffsetCodec(input_size, heatmap_size, sigma=float(cfg.get("sigma", 3.0)))
     if kind == "regression":

@@ -45,7 +45,8 @@ class SARCodec:
             The released configs use 3 (96x72 maps).
     """
 
-    def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 3.0) -> None:
+    def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 3.0,
+                 score: str = "selector") -> None:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
         if min(self.input_size) <= 0 or min(self.heatmap_size) <= 0:
@@ -53,6 +54,10 @@ class SARCodec:
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         self.sigma = float(sigma)
+        if score not in ("selector", "heatmap"):
+            raise ValueError(f"score must be 'selector' (max normalised weight, the released decoder) or 'heatmap' "
+                             f"(auxiliary heatmap sigmoid at the keypoint), got {score!r}")
+        self.score = score
         self.stride = (
             self.input_size[0] / self.heatmap_size[0],
             self.input_size[1] / self.heatmap_size[1],
@@ -88,7 +93,22 @@ class SARCodec:
         off = offsets.flatten(3).gather(3, idx[:, :, None, None].expand(b, k, 2, 1)).squeeze(-1)  # (B,K,2)
         cell = torch.stack([(idx % w).to(off.dtype) / w, (idx // w).to(off.dtype) / h], dim=-1)
         coords = (cell - off) * off.new_tensor(self.input_size)
+        if self.score == "heatmap" and "heatmap" in outputs:
+            scores = self.heatmap_scores(outputs["heatmap"].float(), coords)
         return coords, scores
+
+    def heatmap_scores(self, heatmap_logits: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """sigmoid(auxiliary heatmap) bilinearly sampled at ``coords`` (B,K,2 input px): the alternative score
+        left commented out in the released head. The quality focal loss trains this sigmoid towards the
+        Gaussian target value, so it reads as a localisation-quality estimate in [0, 1]."""
+        b, k, h, w = heatmap_logits.shape
+        u = coords[..., 0] / self.stride[0]  # map units: cell j is input pixel j * stride
+        v = coords[..., 1] / self.stride[1]
+        grid = torch.stack([2 * u / max(w - 1, 1) - 1, 2 * v / max(h - 1, 1) - 1], dim=-1)  # (B,K,2)
+        prob = torch.sigmoid(heatmap_logits).reshape(b * k, 1, h, w)
+        sampled = torch.nn.functional.grid_sample(prob, grid.reshape(b * k, 1, 1, 2), mode="bilinear",
+                                                  padding_mode="zeros", align_corners=True)
+        return sampled.reshape(b, k)
 
     @torch.no_grad()
     def decode_flip(
