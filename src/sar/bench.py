@@ -84,8 +84,15 @@ def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8) -> dict:
     return results
 
 
-def bench_train(extra: list[str]) -> dict:
+def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
+    """`python -m sar.train head=sar` then `head=heatmap` with the defaults. ``fresh_data``: both runs use an
+    empty dataset cache, so the first run's wall time includes generating the synthetic dataset (as on a fresh
+    clone); the second reuses it."""
     out = {}
+    if fresh_data:
+        import tempfile
+
+        extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
     for head in ("sar", "heatmap"):
         run_dir = Path("outputs") / "bench" / f"default-{head}"
         cmd = [sys.executable, "-m", "sar.train", f"head={head}", f"hydra.run.dir={run_dir}", *extra]
@@ -129,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("section", nargs="?", default="all", choices=["pipeline", "step", "train", "all"])
     parser.add_argument("--write", type=Path, default=None, help="update this markdown file (BENCHMARKS.md)")
     parser.add_argument("--seconds", type=float, default=20.0, help="pipeline measuring time")
+    parser.add_argument("--fresh-data", action="store_true",
+                        help="train section: start from an empty dataset cache (wall time includes generating it)")
     parser.add_argument("overrides", nargs="*", help="extra sar.train overrides for the train section")
     args = parser.parse_args(argv)
     sections = ["pipeline", "step", "train"] if args.section == "all" else [args.section]
@@ -138,10 +147,12 @@ def main(argv: list[str] | None = None) -> None:
         elif section == "step":
             result = bench_step()
         else:
-            result = bench_train(args.overrides)
+            result = bench_train(args.overrides, fresh_data=args.fresh_data)
         print(json.dumps({section: result}, indent=2))
         if args.write:
             cmd = "python -m sar.bench " + section + " --write " + str(args.write)
+            if section == "train" and args.fresh_data:
+                cmd += " --fresh-data"
             if section == "train" and args.overrides:
                 cmd += " " + " ".join(args.overrides)
             write_section(args.write, section, cmd, _table(section, result))
