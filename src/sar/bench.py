@@ -93,8 +93,10 @@ def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
         import tempfile
 
         extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for head in ("sar", "heatmap"):
-        run_dir = Path("outputs") / "bench" / f"default-{head}"
+        # a new directory per run: a reused one would auto-resume from its last.ckpt
+        run_dir = Path("outputs") / "bench" / f"{stamp}-default-{head}"
         cmd = [sys.executable, "-m", "sar.train", f"head={head}", f"hydra.run.dir={run_dir}", *extra]
         t0 = time.time()
         subprocess.run(cmd, check=True)
