@@ -84,3 +84,18 @@ def test_resume_without_the_sampler_state_would_differ(full_run: tuple[Path, dic
     run(tiny_cfg(tmp_path), broken_dir)
     a, b = weights(full / "checkpoints" / "last.ckpt"), weights(last)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from sar.train import check_resume_compatible
+
+    config = OmegaConf.to_container(tiny_cfg(tmp_path), resolve=True)
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"hyper_parameters": {"cfg": config}}, ckpt)
+    check_resume_compatible(str(ckpt), config)  # same config: fine
+    check_resume_compatible(str(ckpt), {**config, "optim": {**config["optim"], "scaled": {"lr": 1.0}}})
+    other = {**config, "head": {**config["head"], "name": "heatmap"}, "input_size": [96, 128]}
+    with pytest.raises(ValueError, match="head, input_size differ"):
+        check_resume_compatible(str(ckpt), other)

@@ -57,6 +57,29 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path, auto_resume: bool =
     return str(path)
 
 
+RESUME_KEYS = ("backbone", "head", "input_size", "optim")  # what must match for a resume to continue the same run
+
+
+def check_resume_compatible(ckpt_path: str, config: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint written by a different model / optimiser config, naming the keys."""
+    import torch
+
+    saved = (torch.load(ckpt_path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}).get("cfg")
+    if not saved:
+        return
+    def part(cfg: dict[str, Any], key: str) -> Any:  # the lr scaling may differ (another device count)
+        value = cfg.get(key)
+        return {k: v for k, v in value.items() if k != "scaled"} if isinstance(value, dict) else value
+
+    differ = [k for k in RESUME_KEYS if part(saved, k) != part(config, k)]
+    differ += [f"dataset.{k}" for k in ("name", "spec") if saved["dataset"].get(k) != config["dataset"].get(k)]
+    if differ:
+        raise ValueError(
+            f"cannot resume from {ckpt_path}: it was written by a run whose {', '.join(differ)} differ from this "
+            f"run's. Start a new run directory (hydra.run.dir=...), pass auto_resume=false, or ckpt_path=<file>."
+        )
+
+
 def merge_head_evaluation(cfg: DictConfig) -> None:
     """A head's ``evaluation:`` block overrides ``task.evaluation`` (e.g. SAR's keypoint-score threshold, see
     conf/head/sar.yaml); the merged values are what the saved config and the checkpoint carry."""
@@ -101,8 +124,10 @@ def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | Non
         **trainer_kwargs,
     )
     start = time.time()
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir,
-                                                                        bool(cfg.get("auto_resume", True))))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir, bool(cfg.get("auto_resume", True)))
+    if ckpt_path:
+        check_resume_compatible(ckpt_path, config)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.time() - start
 
     result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
