@@ -36,3 +36,11 @@ def test_default_backbone_uses_the_fpn_neck_at_stride_4() -> None:
     cfg["backbone"]["neck"] = "unet"
     with pytest.raises(ValueError, match="deconv' or 'fpn"):
         build_pose_model(cfg, 17)
+
+
+def test_heads_without_deconvs_read_the_last_map_under_the_fpn_backbone() -> None:
+    cfg = {"backbone": {"timm_name": "mobilenetv3_large_100", "out_indices": [1, 2, 3, 4], "neck": "fpn"},
+           "head": {"name": "regression"}, "input_size": [96, 128]}
+    model, _ = build_pose_model(cfg, 17)
+    assert not isinstance(model.neck, FPNNeck) and model.neck.num_layers == 0
+    assert model.head(model.neck(model.backbone(torch.randn(1, 3, 128, 96))))["coords"].shape == (1, 17, 2)

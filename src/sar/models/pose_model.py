@@ -55,18 +55,20 @@ def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseMo
     Neck: ``head.deconv.num_layers`` deconvolutions (``auto``, also when the key is missing: up to stride 4,
     see `resolve_deconv_layers`; a head config without a ``deconv`` block gets none) on the backbone's last
     returned map. The backbone config decides which map that is (docs/backbones.md); no name is special-cased.
+    ``backbone.neck: fpn`` (the CPU default) replaces the deconvolutions of the heads that have a ``deconv``
+    block with an FPN over all returned levels; heads without one (regression, RLE) still read the last map.
     """
     bcfg, hcfg = cfg["backbone"], cfg["head"]
     w, h = (int(v) for v in cfg["input_size"])
     backbone = build_backbone_from_cfg(bcfg, (w, h))
-    if str(bcfg.get("neck", "deconv")) == "fpn":
+    if str(bcfg.get("neck", "deconv")) == "fpn" and hcfg.get("deconv"):  # dense heads; GAP heads read the last map
         neck = FPNNeck(backbone.channels, channels=int(bcfg.get("deconv_channels", 128)))
         stride = int(backbone.strides[0])
         if w % int(backbone.strides[-1]) or h % int(backbone.strides[-1]):
             raise ValueError(f"input_size {w}x{h} must be a multiple of the backbone stride {backbone.strides[-1]}")
         head = _build_head(hcfg, neck.out_channels, num_keypoints)
         return PoseModel(backbone, neck, head, stride), (w // stride, h // stride)
-    elif bcfg.get("neck", "deconv") != "deconv":
+    if bcfg.get("neck", "deconv") not in ("deconv", "fpn"):
         raise ValueError(f"backbone.neck must be 'deconv' or 'fpn', got {bcfg.get('neck')!r}")
     stride_in = int(backbone.strides[-1])
     deconv = hcfg.get("deconv") or {}
