@@ -232,7 +232,7 @@ class TopDownSystem(pl.LightningModule):
         o = self.cfg["optim"]
         planned = o.get("scaled")
         trainer = self._trainer
-        if trainer is None:
+        if not isinstance(trainer, pl.Trainer):  # no trainer (or a stand-in): the planned / configured lr
             return effective_lr(o)
         actual = compute_scaling(o, int(self.cfg["dataset"]["batch_size"]), int(trainer.num_devices),
                                  int(trainer.num_nodes), int(trainer.accumulate_grad_batches))
