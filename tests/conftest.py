@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Process-wide state a Trainer leaves behind: Lightning's SLURM/torchelastic environments write MASTER_ADDR /
+# MASTER_PORT (and the launcher the rank variables) into os.environ, and every Trainer sets the global
+# rank_zero_only.rank. A test that builds a Trainer as rank 5 of a fake SLURM job would otherwise make every
+# later in-process run skip its rank-zero writes (no CSV log) and send every later DDP child to "node01".
+_DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "GROUP_RANK")
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +23,33 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared test data not found at {root} (expected a sibling 'shared/data' folder)")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _isolate_distributed_state() -> Iterator[None]:
+    from lightning_fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only as pl_rank_zero
+
+    env = {key: os.environ.get(key) for key in _DIST_ENV}
+    ranks = [(fn, getattr(fn, "rank", None)) for fn in {id(fabric_rank_zero): fabric_rank_zero,
+                                                         id(pl_rank_zero): pl_rank_zero}.values()]
+    yield
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    for fn, rank in ranks:
+        if rank is not None:
+            fn.rank = rank
+
+
+def local_ddp_env() -> dict[str, str]:
+    """The environment for a DDP subprocess on this machine: rendezvous on loopback at a free port, with no
+    cluster variables inherited. Two DDP jobs on one machine (e.g. two test runs) must not share Lightning's
+    default port, and a SLURM_* variable would make Lightning wait for ranks that srun never starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_")) and k not in _DIST_ENV}
+    return {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo"}

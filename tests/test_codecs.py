@@ -73,7 +73,7 @@ def test_sar_heatmap_score_samples_the_aux_heatmap_at_the_keypoint() -> None:
     assert np.abs(coords[0].numpy() - kp).max() < 0.05
     for i, (x, y) in enumerate(coords[0].tolist()):  # hand-computed bilinear interpolation at (x/4, y/4)
         u, v = x / 4.0, y / 4.0
-        j, r = int(math.floor(u)), int(math.floor(v))
+        j, r = math.floor(u), math.floor(v)
         a, b = u - j, v - r
         p = prob[0, i]
         expect = ((1 - a) * (1 - b) * p[r, j] + a * (1 - b) * p[r, j + 1] + (1 - a) * b * p[r + 1, j]

@@ -15,22 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import local_ddp_env
+
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).with_name("scripts") / "ddp_validate.py"
 
 
-
-def free_port_env() -> dict[str, str]:
-    """The environment with a free MASTER_PORT: two DDP jobs on one machine (e.g. two test runs) must not
-    rendezvous on Lightning's default port, or their ranks wait on each other forever."""
-    import os
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return {**os.environ, "MASTER_PORT": str(port)}
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -46,7 +37,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.limit_train_batches=2",
         "optim.warmup_iters=2", "optim.base_batch_size=4",
     ]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, env=free_port_env())
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=420, env=local_ddp_env())
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return run_dir
 
@@ -57,7 +48,7 @@ def validate(ckpt: Path, out: Path, devices: int, mode: str) -> list[dict]:
     # the oracle (no network) with uneven batches of 3.
     batch = "1" if mode == "model" else "3"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(ckpt), str(out), str(devices), batch, mode],
-                          check=False, capture_output=True, text=True, timeout=600, env=free_port_env())
+                          check=False, capture_output=True, text=True, timeout=420, env=local_ddp_env())
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return [json.loads((out / f"metrics_rank{r}.json").read_text()) for r in range(devices)]
 
@@ -112,8 +103,8 @@ def test_ddp_inside_a_local_sweep(tmp_path: Path) -> None:
         "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
         "trainer.limit_train_batches=1", "optim.warmup_iters=1",
     ]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                          env=free_port_env())
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=420, cwd=tmp_path,
+                          env=local_ddp_env())
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     sweeps = list((tmp_path / "multirun").iterdir())
     assert len(sweeps) == 1 and not (tmp_path / "outputs").exists()  # no rank ran elsewhere

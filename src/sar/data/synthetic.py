@@ -75,18 +75,18 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "EXTRA_NAMES",
+    "FORMATS",
     "KEYPOINT_NAMES",
     "SKELETON",
     "SyntheticConfig",
-    "EXTRA_NAMES",
-    "FORMATS",
     "config_hash",
     "ensure_synthetic",
     "generate",
     "generate_format",
-    "render_split",
     "render_image",
     "render_preview",
+    "render_split",
 ]
 
 #: Bump when the renderer changes so cached datasets are regenerated.
