@@ -1,4 +1,4 @@
-"""`python -m sar.bench [pipeline|step|train|all] [--write BENCHMARKS.md]`: the project's speed and accuracy figures.
+"""`python -m sar.bench [pipeline|step|train|gpu|all] [--write BENCHMARKS.md]`: the project's speed and accuracy figures.
 
 * ``pipeline``: top-down training pipeline (decode, augment, warp to 256x192, encode SAR targets) on the
   real COCO sample images with 2 workers, samples/s.
@@ -6,6 +6,8 @@
   heatmap head vs SAR head, and the SAR overhead in percent.
 * ``train``: the embedded default end to end (``python -m sar.train``) for the SAR and heatmap heads; reads
   each run's ``metrics.json``.
+* ``gpu`` (not part of ``all``; needs CUDA): the ResNet-50 step at batch 64 in fp32 / bf16-mixed / 16-mixed,
+  and a 6-epoch ``trainer=gpu`` run of the embedded default at each precision.
 
 With ``--write FILE`` each section's table replaces the block between its markers in FILE, together with
 the exact command that produced it, so no figure is typed in by hand.
@@ -50,12 +52,18 @@ def bench_pipeline(seconds: float = 20.0, workers: int = 2) -> dict:
     return {"samples_per_s": round(rate, 1), "workers": workers, "records": len(records)}
 
 
-def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8) -> dict:
-    """Median img/s of full training steps; the two heads' steps are interleaved so drift hits both alike."""
+def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8, device: str = "cpu",
+               precision: str = "32") -> dict:
+    """Median img/s of full training steps; the two heads' steps are interleaved so drift hits both alike.
+    On CUDA, ``precision`` (``32``, ``bf16-mixed``, ``16-mixed``) runs the forward pass under autocast as
+    Lightning does (with a gradient scaler for fp16), and each step ends with a synchronize."""
     from sar.models.losses import build_loss
     from sar.models.pose_model import build_pose_model
 
     torch.manual_seed(0)
+    dtype = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[precision]
+    scaler = torch.amp.GradScaler(device, enabled=dtype is torch.float16)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     setups = {}
     for head, loss_cfg, extra in (
         ("heatmap", {"type": "mse"}, {}),
@@ -64,24 +72,54 @@ def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8) -> dict:
         cfg = {"backbone": {"timm_name": "resnet50", "pretrained": False}, "input_size": [192, 256],
                "head": {"name": head, "deconv": {"num_layers": 3, "channels": 256}, **extra}}
         model, (w, h) = build_pose_model(cfg, 17)
-        targets = {"heatmap": torch.rand(batch, 17, h, w), "keypoint_weights": torch.ones(batch, 17),
-                   "keypoints_norm": torch.rand(batch, 17, 2)}
+        model.to(device)
+        targets = {"heatmap": torch.rand(batch, 17, h, w, device=device),
+                   "keypoint_weights": torch.ones(batch, 17, device=device),
+                   "keypoints_norm": torch.rand(batch, 17, 2, device=device)}
         setups[head] = (model, build_loss(loss_cfg), torch.optim.Adam(model.parameters(), lr=1e-4), targets)
-    images = torch.randn(batch, 3, 256, 192)
+    images = torch.randn(batch, 3, 256, 192, device=device)
     times: dict[str, list[float]] = {name: [] for name in setups}
     for i in range(warmup + iters):
         for name, (model, loss_fn, opt, targets) in setups.items():
+            sync()
             t0 = time.perf_counter()
-            loss = loss_fn(model(images), targets)["total"]
+            with torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+                outputs = model(images)
+            loss = loss_fn({k: v.float() for k, v in outputs.items()}, targets)["total"]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sync()
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     results = {name: round(batch / sorted(t)[len(t) // 2], 3) for name, t in times.items()}
     results["sar_overhead_pct"] = round(100.0 * (results["heatmap"] / results["sar"] - 1.0), 2)
     results["batch"] = batch
     return results
+
+
+def bench_gpu(extra: list[str], batch: int = 64) -> dict:
+    """On one CUDA device: the ResNet-50 256x192 step at each precision, and a short ``trainer=gpu`` run of
+    the embedded default at each precision (learns, writes metrics.json)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("python -m sar.bench gpu: no CUDA device")
+    out: dict = {"device": torch.cuda.get_device_name(0), "steps": {}, "runs": {}}
+    for precision in ("32", "bf16-mixed", "16-mixed"):
+        out["steps"][precision] = bench_step(iters=20, warmup=5, batch=batch, device="cuda", precision=precision)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    for precision in ("32", "bf16-mixed", "16-mixed"):
+        run_dir = Path("outputs") / "bench" / f"{stamp}-gpu-{precision}"
+        cmd = [sys.executable, "-m", "sar.train", "trainer=gpu", f"trainer.precision={precision}",
+               "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=6", f"hydra.run.dir={run_dir}", *extra]
+        t0 = time.time()
+        subprocess.run(cmd, check=True)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        out["runs"][precision] = {"command": "python -m sar.train " + " ".join(cmd[3:]),
+                                  "wall_s": round(time.time() - t0, 1),
+                                  **{k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "kpt_error_px",
+                                                             "train_seconds")}}
+    return out
 
 
 def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
@@ -106,16 +144,24 @@ def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
     return out
 
 
-def _table(section: str, result: dict) -> str:
+def _table(section: str, result: dict, first: str = "head") -> str:
     if section == "pipeline":
         return (f"| workers | samples/s | target |\n|---|---|---|\n"
                 f"| {result['workers']} | {result['samples_per_s']} | >= 105 |\n")
+    if section == "gpu":
+        lines = [f"Device: {result['device']}.\n", "| precision | heatmap img/s | SAR img/s | SAR overhead % |",
+                 "|---|---|---|---|"]
+        for precision, r in result["steps"].items():
+            lines.append(f"| {precision} | {r['heatmap']} | {r['sar']} | {r['sar_overhead_pct']} |")
+        batch = next(iter(result["steps"].values()))["batch"]
+        lines.append(f"\n(ResNet-50 256x192, batch {batch}, full training step.)\n")
+        return "\n".join(lines) + "\n" + _table("train", result["runs"], first="precision (SAR head)")
     if section == "step":
         return ("| head | img/s (batch 8, R50 256x192) |\n|---|---|\n"
                 f"| heatmap | {result['heatmap']} |\n| sar | {result['sar']} |\n\n"
                 f"SAR head + loss overhead over the heatmap head: {result['sar_overhead_pct']} % (target <= 5 %); "
                 "throughput target >= 0.9 img/s.\n")
-    rows = ["| head | AP | AP50 | AP75 | AR | kpt error (px) | train s | wall s | command |", "|---" * 9 + "|"]
+    rows = [f"| {first} | AP | AP50 | AP75 | AR | kpt error (px) | train s | wall s | command |", "|---" * 9 + "|"]
     for head, r in result.items():
         rows.append(f"| {head} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} | {r['AR']:.3f} | "
                     f"{r['kpt_error_px']:.2f} | {r['train_seconds']} | {r['wall_s']} | `{r['command']}` |")
@@ -135,19 +181,21 @@ def write_section(path: Path, section: str, command: str, body: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sar.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("section", nargs="?", default="all", choices=["pipeline", "step", "train", "all"])
+    parser.add_argument("section", nargs="?", default="all", choices=["pipeline", "step", "train", "gpu", "all"])
     parser.add_argument("--write", type=Path, default=None, help="update this markdown file (BENCHMARKS.md)")
     parser.add_argument("--seconds", type=float, default=20.0, help="pipeline measuring time")
     parser.add_argument("--fresh-data", action="store_true",
                         help="train section: start from an empty dataset cache (wall time includes generating it)")
     parser.add_argument("overrides", nargs="*", help="extra sar.train overrides for the train section")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     sections = ["pipeline", "step", "train"] if args.section == "all" else [args.section]
     for section in sections:
         if section == "pipeline":
             result = bench_pipeline(args.seconds)
         elif section == "step":
             result = bench_step()
+        elif section == "gpu":
+            result = bench_gpu(args.overrides)
         else:
             result = bench_train(args.overrides, fresh_data=args.fresh_data)
         print(json.dumps({section: result}, indent=2))
@@ -155,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd = "python -m sar.bench " + section + " --write " + str(args.write)
             if section == "train" and args.fresh_data:
                 cmd += " --fresh-data"
-            if section == "train" and args.overrides:
+            if section in ("train", "gpu") and args.overrides:
                 cmd += " " + " ".join(args.overrides)
             write_section(args.write, section, cmd, _table(section, result))
 

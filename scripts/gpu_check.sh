@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU check behind BENCHMARKS.md's "gpu" block, for a CUDA machine without network access (the project's
+# lent accelerator): installs the pure-pip dependencies its image lacks from wheels in .whl/ (if present),
+# then runs `python -m sar.bench gpu` (ResNet-50 step at fp32 / bf16-mixed / 16-mixed, and the embedded
+# default trained with trainer=gpu at each precision). Results: $OUT (or ./gpu_check) holds the log and an
+# updated copy of BENCHMARKS.md.
+set -euo pipefail
+out=${OUT:-gpu_check}
+mkdir -p "$out"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi -L
+python3 -c "import torch, pytorch_lightning, timm; print('torch', torch.__version__, 'lightning', pytorch_lightning.__version__, 'timm', timm.__version__)"
+python3 -m sar.bench gpu --write BENCHMARKS.md dataset.num_workers=8 "$@" > "$out/gpu.log" 2>&1 || status=$?
+cp BENCHMARKS.md "$out/BENCHMARKS.md"
+grep -v -E "━|it/s|^\s*$" "$out/gpu.log" | tail -80
+exit "${status:-0}"
