@@ -44,3 +44,39 @@ def test_heads_without_deconvs_read_the_last_map_under_the_fpn_backbone() -> Non
     model, _ = build_pose_model(cfg, 17)
     assert not isinstance(model.neck, FPNNeck) and model.neck.num_layers == 0
     assert model.head(model.neck(model.backbone(torch.randn(1, 3, 128, 96))))["coords"].shape == (1, 17, 2)
+
+
+def test_separable_output_conv_is_depthwise_then_pointwise() -> None:
+    full, sep = FPNNeck([8, 16], channels=12), FPNNeck([8, 16], channels=12, out_conv="separable")
+    convs = [m for m in sep.out if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.groups) for c in convs] == [((3, 3), 12), ((1, 1), 1)]
+    n_full = sum(p.numel() for p in full.out.parameters())
+    n_sep = sum(p.numel() for p in sep.out.parameters())
+    assert (n_full, n_sep) == (12 * 12 * 9 + 2 * 12, 12 * 9 + 2 * 12 + 12 * 12 + 2 * 12)
+    out = sep([torch.randn(2, 8, 16, 12), torch.randn(2, 16, 8, 6)])
+    assert out.shape == (2, 12, 16, 12) and bool((out >= 0).all())  # ends in ReLU
+    with pytest.raises(ValueError, match="out_conv"):
+        FPNNeck([8, 16], out_conv="dilated")
+
+
+@pytest.mark.parametrize("head", ["sar", "heatmap_offset", "rle"])
+def test_channels_last_model_gives_the_same_outputs(head: str) -> None:
+    """backbone.channels_last only changes the memory layout: same weights give the same outputs (to float
+    rounding), returned with contiguous NCHW strides, and gradients flow."""
+    bcfg = {"timm_name": "mobilenetv3_large_100", "out_indices": [1, 2, 3, 4], "neck": "fpn", "deconv_channels": 16,
+            "fpn_out_conv": "separable"}
+    hcfg = {"name": head, **({"deconv": {"num_layers": "auto", "channels": 16}} if head != "rle" else {})}
+    torch.manual_seed(0)
+    ref, _ = build_pose_model({"backbone": bcfg, "head": hcfg, "input_size": [64, 64]}, 5)
+    nhwc, _ = build_pose_model({"backbone": {**bcfg, "channels_last": True}, "head": hcfg, "input_size": [64, 64]}, 5)
+    nhwc.load_state_dict(ref.state_dict())
+    conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 64)
+    a, b = ref.eval()(x), nhwc.eval()(x)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert b[key].is_contiguous(), key
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    sum(v.sum() for v in nhwc.train()(x).values()).backward()
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()

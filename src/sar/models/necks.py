@@ -73,21 +73,29 @@ class FPNNeck(nn.Module):
 
     Takes the backbone's maps (finest first, each level half the resolution of the previous one): a 1x1
     conv + BN per level to ``channels``, top-down nearest x2 upsampling added into the next finer level,
-    then one 3x3 conv + BN + ReLU on the finest level. The head reads that map (stride of the first level).
+    then one 3x3 conv + BN + ReLU on the finest level (``out_conv="separable"``: a depthwise 3x3 + BN and a
+    pointwise 1x1 + BN + ReLU, ~1/8 of the multiply-adds, for CPU budgets). The head reads that map (stride of
+    the first level).
     Not a paper component: the random-init CPU default uses it because the stride-4 skip gives the head
     fine spatial detail that three deconvolutions from stride 32 take many more steps to learn
     (docs/backbones.md).
     """
 
-    def __init__(self, in_channels: list[int] | tuple[int, ...], channels: int = 128) -> None:
+    def __init__(self, in_channels: list[int] | tuple[int, ...], channels: int = 128, out_conv: str = "full") -> None:
         super().__init__()
+        if out_conv not in ("full", "separable"):
+            raise ValueError(f"FPNNeck out_conv must be 'full' or 'separable', got {out_conv!r}")
         if len(in_channels) < 2:
             raise ValueError(f"FPNNeck needs at least two backbone levels (backbone.out_indices), got {in_channels}")
         self.lateral = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), nn.BatchNorm2d(channels)) for c in in_channels
         )
-        self.out = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
-                                 nn.ReLU(inplace=True))
+        if out_conv == "full":
+            smooth: list[nn.Module] = [nn.Conv2d(channels, channels, 3, padding=1, bias=False)]
+        else:
+            smooth = [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+                      nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 1, bias=False)]
+        self.out = nn.Sequential(*smooth, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
         self.in_channels = list(in_channels)
         self.out_channels = channels
         self.num_layers = 0

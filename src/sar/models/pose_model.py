@@ -22,15 +22,26 @@ from sar.models.necks import DeconvNeck, FPNNeck, resolve_deconv_layers
 
 
 class PoseModel(nn.Module):
-    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, stride: int) -> None:
+    """``channels_last``: run backbone, neck and head in NHWC memory layout (faster depthwise convolutions on
+    CPU, tensor-core friendly on GPU); the head's outputs are returned contiguous (NCHW strides), so decoders,
+    losses and ONNX export see the same tensors either way."""
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, stride: int,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck
         self.head = head
         self.stride = stride
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(self.neck(self.backbone(images)))
+        if not self.channels_last:
+            return self.head(self.neck(self.backbone(images)))
+        outputs = self.head(self.neck(self.backbone(images.contiguous(memory_format=torch.channels_last))))
+        return {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
 
 
 def _build_head(head_cfg: Mapping[str, Any], in_channels: int, num_keypoints: int) -> nn.Module:
@@ -57,17 +68,20 @@ def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseMo
     returned map. The backbone config decides which map that is (docs/backbones.md); no name is special-cased.
     ``backbone.neck: fpn`` (the CPU default) replaces the deconvolutions of the heads that have a ``deconv``
     block with an FPN over all returned levels; heads without one (regression, RLE) still read the last map.
+    ``backbone.channels_last`` selects the NHWC memory layout (see `PoseModel`).
     """
     bcfg, hcfg = cfg["backbone"], cfg["head"]
     w, h = (int(v) for v in cfg["input_size"])
     backbone = build_backbone_from_cfg(bcfg, (w, h))
+    cl = bool(bcfg.get("channels_last", False))
     if str(bcfg.get("neck", "deconv")) == "fpn" and hcfg.get("deconv"):  # dense heads; GAP heads read the last map
-        neck = FPNNeck(backbone.channels, channels=int(bcfg.get("deconv_channels", 128)))
+        neck = FPNNeck(backbone.channels, channels=int(bcfg.get("deconv_channels", 128)),
+                       out_conv=str(bcfg.get("fpn_out_conv", "full")))
         stride = int(backbone.strides[0])
         if w % int(backbone.strides[-1]) or h % int(backbone.strides[-1]):
             raise ValueError(f"input_size {w}x{h} must be a multiple of the backbone stride {backbone.strides[-1]}")
         head = _build_head(hcfg, neck.out_channels, num_keypoints)
-        return PoseModel(backbone, neck, head, stride), (w // stride, h // stride)
+        return PoseModel(backbone, neck, head, stride, cl), (w // stride, h // stride)
     if bcfg.get("neck", "deconv") not in ("deconv", "fpn"):
         raise ValueError(f"backbone.neck must be 'deconv' or 'fpn', got {bcfg.get('neck')!r}")
     stride_in = int(backbone.strides[-1])
@@ -82,4 +96,4 @@ def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseMo
             f"input_size {w}x{h} must be a multiple of the backbone stride {stride_in} (output stride {stride})"
         )
     head = _build_head(hcfg, neck.out_channels, num_keypoints)
-    return PoseModel(backbone, neck, head, stride), (w // stride, h // stride)
+    return PoseModel(backbone, neck, head, stride, cl), (w // stride, h // stride)
