@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sar.data.datamodule import TopDownDataModule
 from sar.data.spec import load_spec
-from sar.evaluation.results import write_metrics
+from sar.evaluation.results import report_metrics
 from sar.systems.topdown import TopDownSystem
 from sar.utils.checkpoint import checkpoint_config, inference_config
 from sar.utils.config import print_config, save_config
@@ -144,8 +144,7 @@ def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str,
     }
     result.update(system.last_metrics)
     if trainer.is_global_zero:
-        path = write_metrics(result, run_dir)
-        log.info("metrics written to %s: %s", path, {k: v for k, v in result.items() if isinstance(v, float)})
+        report_metrics(result, run_dir, log)
     return result
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
 from sar.data.datamodule import TopDownDataModule
-from sar.evaluation.results import write_metrics
+from sar.evaluation.results import report_metrics
 from sar.systems.topdown import TopDownSystem
 from sar.utils.config import print_config, save_config, to_container
 from sar.utils.hydra_ddp import sweep_job
@@ -141,8 +141,7 @@ def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | Non
     result["epochs"] = int(trainer.current_epoch)
     result["global_step"] = int(trainer.global_step)
     if trainer.is_global_zero:
-        path = write_metrics(result, run_dir)
-        log.info("metrics written to %s: %s", path, {k: v for k, v in result.items() if isinstance(v, float)})
+        report_metrics(result, run_dir, log)
     return result
 
 

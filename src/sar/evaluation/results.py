@@ -8,6 +8,7 @@ file or the complete new one, never a truncated file.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS_FILENAME", "write_json_atomic", "write_metrics"]
+__all__ = ["METRICS_FILENAME", "report_metrics", "write_json_atomic", "write_metrics"]
 
 METRICS_FILENAME = "metrics.json"
 
@@ -69,3 +70,10 @@ def write_metrics(metrics: Mapping[str, Any], run_dir: str | os.PathLike[str]) -
     Existing content is *not* merged: the file always holds exactly ``metrics``. Returns the written path.
     """
     return write_json_atomic(dict(metrics), Path(run_dir) / METRICS_FILENAME, indent=2)
+
+
+def report_metrics(metrics: Mapping[str, Any], run_dir: str | os.PathLike[str], log: logging.Logger) -> Path:
+    """`write_metrics`, then log the path and the float-valued metrics (the end of a train/evaluate run)."""
+    path = write_metrics(metrics, run_dir)
+    log.info("metrics written to %s: %s", path, {k: v for k, v in metrics.items() if isinstance(v, float)})
+    return path
