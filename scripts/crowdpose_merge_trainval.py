@@ -33,13 +33,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sar.data.formats import read_json
+
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    data = read_json(path)
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: not a COCO annotation object (got {type(data).__name__})")  # noqa: TRY004
     for key in ("images", "annotations", "categories"):

@@ -8,11 +8,22 @@ naming the file and the record id.
 
 from __future__ import annotations
 
-from typing import TypedDict
+import json
+import os
+from typing import Any, TypedDict
 
 import numpy as np
 
-__all__ = ["InstanceRecord"]
+__all__ = ["InstanceRecord", "read_json"]
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Load a JSON annotation file; a malformed file raises ``ValueError`` naming it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
 
 
 class InstanceRecord(TypedDict):

@@ -27,7 +27,6 @@ Malformed content raises ``ValueError`` naming the file and the annotation id (o
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from sar.data.formats import InstanceRecord
+from sar.data.formats import InstanceRecord, read_json
 from sar.data.spec import KeypointSpec
 
 __all__ = [
@@ -72,14 +71,6 @@ class CocoImage(TypedDict):
     height: int
 
 
-def _read_json(path: PathLike) -> Any:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-
-
 def _index_images(data: Any, ann_file: PathLike) -> dict[int, CocoImage]:
     if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
         raise ValueError(f"{ann_file}: not a COCO annotation file (no 'images' list)")  # noqa: TRY004
@@ -98,7 +89,7 @@ def _index_images(data: Any, ann_file: PathLike) -> dict[int, CocoImage]:
 
 def load_coco_images(ann_file: PathLike) -> dict[int, CocoImage]:
     """Map ``image_id -> {file_name, width, height}`` for a COCO annotation file."""
-    return _index_images(_read_json(ann_file), ann_file)
+    return _index_images(read_json(ann_file), ann_file)
 
 
 def _xywh(values: Any, where: str) -> np.ndarray:
@@ -181,7 +172,7 @@ def load_coco_instances(
     Returns:
         One :class:`InstanceRecord` per kept person, in file order.
     """
-    data = _read_json(ann_file)
+    data = read_json(ann_file)
     images = _index_images(data, ann_file)
     if bbox_file is not None:
         return _detection_records(bbox_file, images, image_root, spec, det_score_thr)
@@ -249,7 +240,7 @@ def _detection_records(
     spec: KeypointSpec,
     det_score_thr: float,
 ) -> list[InstanceRecord]:
-    detections = _read_json(bbox_file)
+    detections = read_json(bbox_file)
     if not isinstance(detections, list):
         raise ValueError(f"{bbox_file}: a detection file must be a COCO results list")  # noqa: TRY004
     num = spec.num_keypoints

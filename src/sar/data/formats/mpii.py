@@ -32,7 +32,6 @@ Malformed records raise ``ValueError`` naming the file and the record index.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from sar.data.formats import InstanceRecord
+from sar.data.formats import InstanceRecord, read_json
 from sar.data.spec import KeypointSpec
 
 __all__ = [
@@ -132,11 +131,7 @@ def load_mpii_instances(ann_file: PathLike, image_root: PathLike, spec: Keypoint
         raise ValueError(
             f"{ann_file}: the MPII format has 16 joints, spec {spec.name!r} has {spec.num_keypoints}"
         )
-    try:
-        with open(ann_file, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{ann_file}: not valid JSON ({err})") from err
+    data = read_json(ann_file)
     if not isinstance(data, list):
         raise ValueError(f"{ann_file}: an MPII annotation file must be a list of person records")  # noqa: TRY004
 
