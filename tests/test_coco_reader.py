@@ -148,3 +148,19 @@ def test_other_coco_style_sets(
     records = load_coco_instances(shared_data / folder / ann, shared_data / folder, load_spec(spec))
     assert len(records) == count
     assert sum(float(r["visible"].sum()) for r in records) == labelled
+
+
+def test_truncated_json_is_named_by_every_reader(tmp_path: Path, shared_data: Path) -> None:
+    """A cut-off annotation file gives a ValueError naming it, from the readers and from the evaluators'
+    loaders alike (not a bare JSONDecodeError)."""
+    from sar.data.formats.mpii import load_mpii_instances
+    from sar.evaluation.keypoint_error import load_coco_dict
+
+    text = (shared_data / "coco" / "test_coco.json").read_text()
+    broken = tmp_path / "cut.json"
+    broken.write_text(text[: len(text) // 2])
+    for load in (load_coco_images, load_coco_dict,
+                 lambda f: load_coco_instances(f, tmp_path, load_spec("coco")),
+                 lambda f: load_mpii_instances(f, tmp_path, load_spec("mpii"))):
+        with pytest.raises(ValueError, match=r"cut\.json: not valid JSON"):
+            load(broken)

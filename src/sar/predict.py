@@ -43,6 +43,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from sar import unique_suffix
+from sar.data.formats import read_json
 from sar.data.topdown import TopDownDataset, read_image
 from sar.evaluation.coco_ap import instance_score, oks_nms
 from sar.evaluation.keypoint_error import load_coco_dict
@@ -112,7 +113,7 @@ def image_ids(images: Sequence[Path], ann: str | Path | None) -> list[int | None
 
 def read_detections(det_file: str | Path, score_thr: float) -> dict[int, list[tuple[np.ndarray, float]]]:
     """Person boxes ``(xywh, score)`` per image id from a COCO detection results json."""
-    data = load_json(det_file)
+    data = read_json(det_file)
     if not isinstance(data, list):
         raise ValueError(f"{det_file}: a detection file must be a COCO results list")  # noqa: TRY004
     boxes: dict[int, list[tuple[np.ndarray, float]]] = defaultdict(list)
@@ -128,10 +129,6 @@ def read_detections(det_file: str | Path, score_thr: float) -> dict[int, list[tu
             boxes[image_id].append((box, score))
     return boxes
 
-
-def load_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -9,13 +9,13 @@ Both share one matching step (:func:`matched_keypoints`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
 
+from sar.data.formats import read_json
 from sar.data.formats.coco import WHOLEBODY_KEYPOINT_FIELDS
 
 __all__ = ["keypoint_error", "load_coco_dict", "matched_keypoints", "pck"]
@@ -25,8 +25,7 @@ def load_coco_dict(ann_file: str | os.PathLike[str] | Mapping[str, Any]) -> dict
     """Return the COCO annotation dict for a path or an in-memory dict (the dict is not copied)."""
     if isinstance(ann_file, Mapping):
         return dict(ann_file)
-    with open(ann_file, encoding="utf-8") as fh:
-        data = json.load(fh)
+    data = read_json(ann_file)
     if not isinstance(data, dict):
         raise TypeError(
             f"{os.fspath(ann_file)}: expected a COCO annotation object, got {type(data).__name__}"

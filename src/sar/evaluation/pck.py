@@ -18,7 +18,6 @@ Predictions and ground truth must be in the same pixel frame: the official ``pos
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from sar.data.formats import read_json
 from sar.evaluation.results import write_json_atomic
 
 __all__ = ["MPII_GROUPS", "MPII_JOINT_NAMES", "PCKH_EXCLUDED", "SC_BIAS", "MpiiEvaluator", "pckh", "pckh_from_mat"]
@@ -187,10 +187,11 @@ class MpiiEvaluator:
         self.ann_file, self.headbox_file = ann_file, headbox_file
         self.thresholds = tuple(float(t) for t in thresholds)
         self.ref = load_mpii_headboxes(headbox_file)
-        with open(ann_file, encoding="utf-8") as fh:
-            records = json.load(fh)
+        records = read_json(ann_file)
         n = self.ref["gt"].shape[0]
-        if not isinstance(records, list) or len(records) != n:
+        if not isinstance(records, list):
+            raise ValueError(f"{ann_file}: an MPII annotation file must be a list of person records")  # noqa: TRY004
+        if len(records) != n:
             raise ValueError(f"{ann_file}: {len(records)} persons, but {headbox_file} has {n}: not the same split")
         self.images = [str(r["image"]) for r in records]
         ids = mpii_image_ids(self.images)
