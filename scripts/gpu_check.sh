@@ -4,6 +4,12 @@
 # then runs `python -m sar.bench gpu` (ResNet-50 step at fp32 / bf16-mixed / 16-mixed, and the embedded
 # default trained with trainer=gpu at each precision). Results: $OUT (or ./gpu_check) holds the log and an
 # updated copy of BENCHMARKS.md.
+# The wheels (for the GPU machine's Python, here 3.12), fetched on a machine with network access:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     hydra-core omegaconf pycocotools faster-coco-eval albumentations albucore pydantic pydantic_core \
+#     annotated-types typing-inspection simsimd stringzilla
+#   pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl     # sdist only: build the pure-Python wheel
 set -euo pipefail
 out=${OUT:-gpu_check}
 mkdir -p "$out"
