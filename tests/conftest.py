@@ -30,15 +30,12 @@ def _isolate_distributed_state() -> Iterator[None]:
     from lightning_fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero
     from pytorch_lightning.utilities.rank_zero import rank_zero_only as pl_rank_zero
 
+    from sar.utils.hydra_ddp import restore_env
+
     env = {key: os.environ.get(key) for key in _DIST_ENV}
-    ranks = [(fn, getattr(fn, "rank", None)) for fn in {id(fabric_rank_zero): fabric_rank_zero,
-                                                         id(pl_rank_zero): pl_rank_zero}.values()]
+    ranks = [(fn, getattr(fn, "rank", None)) for fn in {fabric_rank_zero, pl_rank_zero}]
     yield
-    for key, value in env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    restore_env(env)
     for fn, rank in ranks:
         if rank is not None:
             fn.rank = rank

@@ -99,6 +99,18 @@ def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8, device: str = "c
     return results
 
 
+def _timed_train(overrides: list[str], name: str, extra: list[str]) -> dict:
+    """One ``python -m sar.train`` run in ``outputs/bench/<name>`` (a new directory per run: a reused one would
+    auto-resume from its last.ckpt): its command, wall seconds and the headline metrics of its metrics.json."""
+    run_dir = Path("outputs") / "bench" / name
+    cmd = [sys.executable, "-m", "sar.train", *overrides, f"hydra.run.dir={run_dir}", *extra]
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"command": "python -m sar.train " + " ".join(cmd[3:]), "wall_s": round(time.time() - t0, 1),
+            **{k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "kpt_error_px", "train_seconds")}}
+
+
 def bench_gpu(extra: list[str], batch: int = 64) -> dict:
     """On one CUDA device: the ResNet-50 256x192 step at each precision, and a short ``trainer=gpu`` run of
     the embedded default at each precision (learns, writes metrics.json)."""
@@ -109,16 +121,9 @@ def bench_gpu(extra: list[str], batch: int = 64) -> dict:
         out["steps"][precision] = bench_step(iters=20, warmup=5, batch=batch, device="cuda", precision=precision)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for precision in ("32", "bf16-mixed", "16-mixed"):
-        run_dir = Path("outputs") / "bench" / f"{stamp}-gpu-{precision}"
-        cmd = [sys.executable, "-m", "sar.train", "trainer=gpu", f"trainer.precision={precision}",
-               "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=6", f"hydra.run.dir={run_dir}", *extra]
-        t0 = time.time()
-        subprocess.run(cmd, check=True)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        out["runs"][precision] = {"command": "python -m sar.train " + " ".join(cmd[3:]),
-                                  "wall_s": round(time.time() - t0, 1),
-                                  **{k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "kpt_error_px",
-                                                             "train_seconds")}}
+        out["runs"][precision] = _timed_train(
+            ["trainer=gpu", f"trainer.precision={precision}", "trainer.max_epochs=6",
+             "trainer.check_val_every_n_epoch=6"], f"{stamp}-gpu-{precision}", extra)
     return out
 
 
@@ -133,14 +138,7 @@ def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
         extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for head in ("sar", "heatmap"):
-        # a new directory per run: a reused one would auto-resume from its last.ckpt
-        run_dir = Path("outputs") / "bench" / f"{stamp}-default-{head}"
-        cmd = [sys.executable, "-m", "sar.train", f"head={head}", f"hydra.run.dir={run_dir}", *extra]
-        t0 = time.time()
-        subprocess.run(cmd, check=True)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        out[head] = {"command": "python -m sar.train " + " ".join(cmd[3:]), "wall_s": round(time.time() - t0, 1),
-                     **{k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "kpt_error_px", "train_seconds")}}
+        out[head] = _timed_train([f"head={head}"], f"{stamp}-default-{head}", extra)
     return out
 
 

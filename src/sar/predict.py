@@ -130,7 +130,6 @@ def read_detections(det_file: str | Path, score_thr: float) -> dict[int, list[tu
     return boxes
 
 
-
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of the stored pixels (as `read_image` decodes them, EXIF orientation ignored)."""
     try:

@@ -64,6 +64,15 @@ def pin_ddp_children_to_sweep_job(module: str = "sar.train") -> bool:
     return True
 
 
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Put environment variables back to ``saved`` (``None``: the variable was unset, so remove it)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @contextmanager
 def sweep_job(module: str = "sar.train") -> Iterator[None]:
     """Around one job: pin the DDP children to it (see above); in a sweep, destroy the job's process group
@@ -81,8 +90,4 @@ def sweep_job(module: str = "sar.train") -> Iterator[None]:
                 dist.destroy_process_group()
             # Lightning's launcher exported these for the job's ranks; left set, the next job would believe
             # its processes were started externally (LOCAL_RANK) and wait for ranks that never come.
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            restore_env(saved)
