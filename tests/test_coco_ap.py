@@ -141,7 +141,8 @@ def test_ground_truth_gives_ap_one(coco_file: Path, coco_gt: dict, use_nms: bool
     preds = _gt_predictions(coco_gt)
     assert len(preds) == 12
     metrics = ev.evaluate(preds)
-    assert set(metrics) == set(METRIC_NAMES)
+    assert set(metrics) == {*METRIC_NAMES, "nonfinite_predictions"}
+    assert metrics["nonfinite_predictions"] == 0.0
     for name in METRIC_NAMES:
         assert isinstance(metrics[name], float)
         assert metrics[name] == pytest.approx(1.0, abs=1e-9), name

@@ -11,6 +11,19 @@ Pipeline of :meth:`CocoEvaluator.evaluate` (the MMPose ``CocoMetric`` defaults u
 2. **OKS-NMS** per image (:func:`oks_nms`, greedy, highest score kept, threshold 0.9 by default).
 3. **COCOeval** with ``iouType="keypoints"`` and ``params.kpt_oks_sigmas`` set to the given sigmas (any K).
 
+Validation (no silent wrong numbers):
+
+* **Predictions**: a record whose keypoints (x, y or score), ``bbox_score`` or ``area`` hold a non-finite value
+  (a diverged model) never reaches COCOeval (whose ``ious < thr`` tests are False for NaN, so NaN detections
+  would all *match*) and is not written to the results json: it is dropped, a WARNING gives the count, and the
+  metrics carry it as ``nonfinite_predictions`` (a float, 0.0 when none).
+* **Ground truth**, checked once in the constructor (so building an evaluator before training surfaces every
+  GT problem): unique image and annotation ids; every annotation's ``area`` (crowd ones included) a finite
+  number > 0, or, where absent, **derived from the bbox** ``w * h`` (which must be > 0); errors are
+  ``ValueError`` naming the file and the annotation id (or the duplicated ids). A file without ``categories``
+  (or with an empty list) gets the person category (id 1, keypoint names from the spec, no skeleton), with an
+  INFO line; ``categories`` that is not a list is a ``ValueError``.
+
 OKS between two *predictions* (used by NMS, :func:`oks_iou`) follows MMPose: all K keypoints count, the scale
 is the mean of both areas, ``oks = mean_k exp(-d_k^2 / (2 * s^2 * (2 sigma_k)^2))`` with
 ``s^2 = (area_a + area_b) / 2``.
@@ -21,6 +34,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import math
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -205,6 +219,34 @@ def oks_nms(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Ground truth
+# ---------------------------------------------------------------------------------------------------------------
+def _keypoint_names(spec: Any, num_keypoints: int) -> list[str]:
+    """The spec's keypoint names when it has K of them, else ``kpt_<i>``."""
+    names = getattr(spec, "keypoint_names", None)
+    if names is not None and len(names) == num_keypoints:
+        return [str(n) for n in names]
+    return [f"kpt_{i}" for i in range(num_keypoints)]
+
+
+def ensure_categories(gt: dict[str, Any], source: Any, keypoint_names: Sequence[str]) -> None:
+    """Give a GT dict without ``categories`` (absent or empty) the person category (in place, INFO line);
+    ``ValueError`` naming ``source`` when ``categories`` is not a list of objects with an ``id``."""
+    cats = gt.get("categories")
+    if cats is None or (isinstance(cats, list) and not cats):
+        gt["categories"] = [{"id": 1, "name": "person", "supercategory": "person",
+                             "keypoints": list(keypoint_names), "skeleton": []}]  # fmt: skip
+        log.info("%s has no categories: using the person category (id 1, the spec's %d keypoint names)",
+                 source, len(keypoint_names))
+        return
+    if not isinstance(cats, list):
+        raise ValueError(f"{source}: 'categories' must be a list, got {type(cats).__name__}")  # noqa: TRY004
+    for i, cat in enumerate(cats):
+        if not isinstance(cat, Mapping) or "id" not in cat:
+            raise ValueError(f"{source}: category #{i} is not an object with an 'id'")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Evaluator
 # ---------------------------------------------------------------------------------------------------------------
 class CocoEvaluator:
@@ -226,9 +268,13 @@ class CocoEvaluator:
             mode. ``None`` (default): automatic, when the file has images but no annotations (an image-info json
             such as ``image_info_test-dev2017.json``).
 
+    The ground truth is validated here, once (module docstring): unique ids, ``area`` a finite number > 0 and,
+    where absent, derived from the bbox ``w * h``; the person category is added when ``categories`` is missing.
+
     Attributes:
         last_log: text captured from the COCO API during the last :meth:`evaluate`.
         last_results: the COCO results list evaluated by the last :meth:`evaluate`.
+        last_nonfinite: how many prediction records the last :meth:`format_results` dropped as non-finite.
     """
 
     #: COCOeval flavour, extra ``COCOeval_faster`` arguments and the names of ``ev.stats`` (subclasses change them).
@@ -261,15 +307,16 @@ class CocoEvaluator:
         self.backend: Backend = backend
         self.ann_source = ann_file if not isinstance(ann_file, Mapping) else "<dict>"
 
-        gt = copy.deepcopy(load_coco_dict(ann_file))
+        # ids, areas (validated, or derived from the bbox); a deep copy for an in-memory dict
+        gt = load_coco_dict(ann_file, validate=True)
         no_annotations = bool(gt.get("images")) and not gt.get("annotations")
         self.results_only = no_annotations if results_only is None else bool(results_only)
         if self.results_only:  # an image-info json: nothing to score, only the results are written
             gt.setdefault("annotations", [])
-            gt.setdefault("categories", [{"id": 1, "name": "person", "supercategory": "person"}])
-        for key in ("images", "annotations", "categories"):
+        for key in ("images", "annotations"):
             if key not in gt:
                 raise ValueError(f"{self.ann_source}: COCO annotation file lacks '{key}'")
+        ensure_categories(gt, self.ann_source, _keypoint_names(sigmas, self.num_keypoints))
         for ann in gt["annotations"]:
             if "keypoints" in ann and len(ann["keypoints"]) != 3 * self.num_keypoints:
                 raise ValueError(
@@ -283,6 +330,7 @@ class CocoEvaluator:
         self.category_id = int(category_id)
         self.last_log = ""
         self.last_results: list[dict[str, Any]] = []
+        self.last_nonfinite = 0
         self._coco_gt = self._load_gt()
 
     # -- ground truth --------------------------------------------------------------------------------------------
@@ -305,10 +353,13 @@ class CocoEvaluator:
     def format_results(self, preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Rescore, (optionally) OKS-NMS and convert prediction records to the COCO results format.
 
-        Returns a list of ``{"image_id", "category_id", "keypoints": flat [x, y, s] * K, "score"}``.
+        Returns a list of ``{"image_id", "category_id", "keypoints": flat [x, y, s] * K, "score"}``. Records with a
+        non-finite keypoint value, ``bbox_score`` or ``area`` are dropped (counted in :attr:`last_nonfinite`, with
+        a WARNING).
         """
         instances: list[dict[str, Any]] = []
         n_zero = 0
+        n_nonfinite = 0
         for i, p in enumerate(preds):
             image_id = int(p["image_id"])
             if image_id not in self.image_ids:
@@ -319,11 +370,21 @@ class CocoEvaluator:
                     f"prediction {i}: keypoints must have shape ({self.num_keypoints}, 3) "
                     f"(x, y, score in image px), got {kpts.shape}"
                 )
-            score = instance_score(kpts[:, 2], float(p["bbox_score"]), self.score_mode, self.kpt_score_thr)
+            bbox_score, area = float(p["bbox_score"]), float(p["area"])
+            if not (np.isfinite(kpts).all() and math.isfinite(bbox_score) and math.isfinite(area)):
+                n_nonfinite += 1  # NaN would pass every COCOeval threshold test: never scored, never written
+                continue
+            score = instance_score(kpts[:, 2], bbox_score, self.score_mode, self.kpt_score_thr)
             if self.score_mode == "bbox_keypoint" and not np.any(kpts[:, 2] > self.kpt_score_thr):
                 n_zero += 1
-            instances.append(
-                {"image_id": image_id, "keypoints": kpts, "area": float(p["area"]), "score": score}
+            instances.append({"image_id": image_id, "keypoints": kpts, "area": area, "score": score})
+        self.last_nonfinite = n_nonfinite
+        if n_nonfinite:
+            log.warning(
+                "%d/%d predictions have non-finite keypoints, bbox_score or area: dropped (not evaluated, not "
+                "written); reported as nonfinite_predictions",
+                n_nonfinite,
+                len(preds),
             )
         if n_zero:
             log.warning(
@@ -408,8 +469,10 @@ class CocoEvaluator:
             prefix: file name prefix.
 
         Returns:
-            ``{"AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL"}`` as floats in [0, 1]
-            (-1 where the ground truth has no instance of that area range); ``{}`` in results-only mode.
+            ``{"AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL"}`` (``METRICS``) as floats in
+            [0, 1] (-1 where the ground truth has no instance of that area range), plus ``nonfinite_predictions``:
+            the number of records dropped for non-finite values (a float, 0.0 when none); ``{}`` in results-only
+            mode.
         """
         results = self.format_results(preds)
         self.last_results = results
@@ -419,7 +482,9 @@ class CocoEvaluator:
             log.info("results-only mode (%s has no annotations): wrote %d results, no metrics",
                      self.ann_source, len(results))
             return {}
-        return self.compute_stats(results)
+        metrics = self.compute_stats(results)
+        metrics["nonfinite_predictions"] = float(self.last_nonfinite)
+        return metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -435,7 +500,8 @@ class CrowdPoseEvaluator(CocoEvaluator):
     """CrowdPose keypoint AP: :class:`CocoEvaluator`'s rescoring / OKS-NMS / results json, scored with
     faster-coco-eval's crowd protocol (``iouType="keypoints_crowd"``, ``use_area=False``).
 
-    As the official CrowdPose tools: the GT has no ``area``, so the OKS scale is ``0.53 * w * h`` of the GT box;
+    As the official CrowdPose tools: the GT has no ``area``, so the OKS scale is ``0.53 * w * h`` of the GT box
+    (the ``area`` the constructor derives from the bbox, ``w * h``, only meets the single area range ``all``);
     there are no area ranges; AP_easy / AP_medium / AP_hard are the mean precision (maxDets 20) over the images
     with ``crowdIndex < 0.2`` / ``< 0.8`` / ``>= 0.8``, rounded to 4 decimals by faster-coco-eval, and ``-1``
     for a split with no image. Always uses the ``faster_coco_eval`` backend (pycocotools has no crowd mode).
@@ -483,7 +549,11 @@ class WholeBodyEvaluator:
     3. Metrics: ``AP_<part>`` / ``AR_<part>`` (COCOeval ``stats[0]`` / ``stats[5]``: OKS 0.50:0.95, all areas,
        20 detections) for every part and ``wholebody``; ``AP`` / ``AR`` repeat the whole-body values. A part whose
        GT has no labelled keypoint at all gets ``-1`` (COCOeval's value for an empty ground truth).
-       The full COCOeval stats of each part are kept in :attr:`last_stats`.
+       The full COCOeval stats of each part are kept in :attr:`last_stats`. ``nonfinite_predictions`` counts the
+       records dropped for non-finite values (:class:`CocoEvaluator`).
+
+    The ground truth gets :class:`CocoEvaluator`'s checks in the constructor (unique ids; ``area`` a finite number
+    > 0, derived from the bbox ``w * h`` where absent; the person category when ``categories`` is missing).
 
     Args:
         ann_file: whole-body GT, a path or a dict.
@@ -513,7 +583,8 @@ class WholeBodyEvaluator:
                 raise ValueError(f"part {name!r} has keypoint ids outside [0, {self.num_keypoints})")
         self.parts = parts
         self.ann_source = ann_file if not isinstance(ann_file, Mapping) else "<dict>"
-        gt = load_coco_dict(ann_file)
+        gt = load_coco_dict(ann_file, validate=True)  # ids and areas, named after the file (CocoEvaluator's rules)
+        ensure_categories(gt, self.ann_source, _keypoint_names(spec, self.num_keypoints))
         full = self._full_gt(gt)
         # rescoring + NMS on all keypoints; scoring per part by one CocoEvaluator each (no NMS there)
         self._full = CocoEvaluator(
@@ -586,7 +657,8 @@ class WholeBodyEvaluator:
     ) -> dict[str, float]:
         """Evaluate prediction records (133 keypoints); writes ``<out_dir>/<prefix>_keypoints.json`` (all 133
         keypoints, after rescoring / NMS) when ``out_dir`` is given. Returns ``AP_<part>``, ``AR_<part>``, ``AP``,
-        ``AR`` (see the class docstring)."""
+        ``AR`` (see the class docstring), and ``nonfinite_predictions`` (records dropped for non-finite values, see
+        :class:`CocoEvaluator`)."""
         results = self._full.format_results(preds)
         self.last_results = results
         if out_dir is not None:
@@ -608,6 +680,7 @@ class WholeBodyEvaluator:
             metrics[f"AR_{name}"] = stats["AR"]
         metrics["AP"] = metrics["AP_wholebody"]
         metrics["AR"] = metrics["AR_wholebody"]
+        metrics["nonfinite_predictions"] = float(self._full.last_nonfinite)
         return metrics
 
 

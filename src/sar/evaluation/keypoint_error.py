@@ -4,11 +4,20 @@
 * :func:`pck`: strict PCK, the fraction of labelled keypoints with error <= ``alpha * max(w, h)`` of the
   GT box (``alpha = 0.05`` gives the ``PCK@0.05`` validation metric).
 
-Both share one matching step (:func:`matched_keypoints`).
+Both share one matching step (:func:`matched_keypoints`), which refuses duplicate annotation ids. A predicted
+keypoint with a non-finite ``x`` or ``y`` (a diverged model) is left out of the mean, and the number left out is
+logged (WARNING); when nothing finite remains the result is ``nan`` (written as ``null`` by
+:func:`sar.evaluation.results.write_json_atomic`).
+
+:func:`load_coco_dict` with ``validate=True`` is the evaluators' ground-truth loader: it applies
+:func:`sar.data.formats.coco.validate_coco_gt` (unique image / annotation ids, ``area`` a finite number > 0 or
+derived from the bbox when absent).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, overload
@@ -16,20 +25,37 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from sar.data.formats import read_json
-from sar.data.formats.coco import WHOLEBODY_KEYPOINT_FIELDS
+from sar.data.formats.coco import WHOLEBODY_KEYPOINT_FIELDS, check_unique_ids, validate_coco_gt
 
 __all__ = ["keypoint_error", "load_coco_dict", "matched_keypoints", "pck"]
 
+log = logging.getLogger(__name__)
 
-def load_coco_dict(ann_file: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """Return the COCO annotation dict for a path or an in-memory dict (the dict is not copied)."""
+
+def _source(ann_file: str | os.PathLike[str] | Mapping[str, Any]) -> str:
+    return "<dict>" if isinstance(ann_file, Mapping) else os.fspath(ann_file)
+
+
+def load_coco_dict(
+    ann_file: str | os.PathLike[str] | Mapping[str, Any], validate: bool = False
+) -> dict[str, Any]:
+    """Return the COCO annotation dict for a path or an in-memory dict.
+
+    ``validate=False``: the dict as read (an in-memory dict is not copied). ``validate=True``: the ground-truth
+    checks of :func:`sar.data.formats.coco.validate_coco_gt` (unique image and annotation ids; every ``area`` a
+    finite number > 0, set to the bbox ``w * h`` where absent), on a deep copy of an in-memory dict; errors are
+    ``ValueError`` naming the file (``<dict>`` for a dict) and the record.
+    """
     if isinstance(ann_file, Mapping):
-        return dict(ann_file)
-    data = read_json(ann_file)
-    if not isinstance(data, dict):
-        raise TypeError(
-            f"{os.fspath(ann_file)}: expected a COCO annotation object, got {type(data).__name__}"
-        )
+        data = copy.deepcopy(dict(ann_file)) if validate else dict(ann_file)
+    else:
+        data = read_json(ann_file)
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"{os.fspath(ann_file)}: expected a COCO annotation object, got {type(data).__name__}"
+            )
+    if validate:
+        validate_coco_gt(data, _source(ann_file))
     return data
 
 
@@ -54,10 +80,13 @@ def matched_keypoints(
     without any labelled keypoint (``v > 0``) are skipped.
 
     Raises:
-        ValueError: an ``ann_id`` is not in the annotation file, or the keypoint count K differs.
+        ValueError: an ``ann_id`` is not in the annotation file, the keypoint count K differs, or the file has
+            duplicate annotation ids.
     """
     data = load_coco_dict(ann_file)
-    anns_by_id = {int(ann["id"]): ann for ann in data.get("annotations", []) if "keypoints" in ann}
+    annotations = data.get("annotations", [])
+    check_unique_ids((int(ann["id"]) for ann in annotations), "annotation", _source(ann_file))
+    anns_by_id = {int(ann["id"]): ann for ann in annotations if "keypoints" in ann}
     for pred in preds:
         ann_id = int(pred["ann_id"])
         if ann_id == -1:
@@ -76,6 +105,18 @@ def matched_keypoints(
         if not (gt[:, 2] > 0).any():
             continue
         yield kpts, gt, ann
+
+
+def _usable(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, int]:
+    """The (K,) mask of GT-labelled keypoints with a finite prediction, and how many labelled ones are not."""
+    labelled = gt[:, 2] > 0
+    finite = np.isfinite(pred[:, :2]).all(axis=1)
+    return labelled & finite, int((labelled & ~finite).sum())
+
+
+def _warn_nonfinite(what: str, n: int) -> None:
+    if n:
+        log.warning("%s: %d labelled keypoints have a non-finite prediction and are left out", what, n)
 
 
 @overload
@@ -110,19 +151,25 @@ def keypoint_error(
         ann_file: COCO keypoint annotation file path or the loaded dict.
         return_count: also return the number of keypoints averaged over.
 
+    Predicted keypoints with a non-finite ``x`` / ``y`` are left out of the mean (and of the count); how many
+    were left out is logged.
+
     Returns:
-        The mean error (``nan`` if no labelled keypoint was matched), or ``(mean, count)``.
+        The mean error (``nan`` if no labelled, finite keypoint was matched), or ``(mean, count)``.
 
     Raises:
         ValueError: an ``ann_id`` is not in the annotation file, or the keypoint count K differs.
     """
     total = 0.0
     count = 0
+    nonfinite = 0
     for pred, gt, _ann in matched_keypoints(preds, ann_file):
-        labelled = gt[:, 2] > 0
-        dist = np.linalg.norm(pred[labelled, :2] - gt[labelled, :2], axis=1)
+        used, skipped = _usable(pred, gt)
+        nonfinite += skipped
+        dist = np.linalg.norm(pred[used, :2] - gt[used, :2], axis=1)
         total += float(dist.sum())
-        count += int(labelled.sum())
+        count += int(used.sum())
+    _warn_nonfinite("keypoint_error", nonfinite)
 
     mean = total / count if count else float("nan")
     return (mean, count) if return_count else mean
@@ -138,23 +185,27 @@ def pck(
     ``size = max(w, h)`` of the matched annotation's GT ``bbox`` ``[x, y, w, h]`` (image pixels), so
     ``alpha = 0.05`` accepts a keypoint within 5% of the box's longer side. The fraction is pooled over every
     GT-labelled keypoint (``v > 0``) of every matched prediction, with the same matching as
-    :func:`keypoint_error` (by ``ann_id``, detector-box predictions ignored).
+    :func:`keypoint_error` (by ``ann_id``, detector-box predictions ignored; non-finite predicted keypoints left
+    out of the fraction and counted in a log line).
 
     Returns:
-        A value in [0, 1], or ``nan`` if no labelled keypoint was matched.
+        A value in [0, 1], or ``nan`` if no labelled, finite keypoint was matched.
 
     Raises:
         ValueError: as :func:`matched_keypoints`, or a matched annotation has no ``bbox``.
     """
     hits = 0
     count = 0
+    nonfinite = 0
     for pred, gt, ann in matched_keypoints(preds, ann_file):
         bbox = ann.get("bbox")
         if bbox is None or len(bbox) < 4:
             raise ValueError(f"annotation {ann.get('id')} has no bbox [x, y, w, h] for PCK")
         threshold = float(alpha) * max(float(bbox[2]), float(bbox[3]))
-        labelled = gt[:, 2] > 0
-        dist = np.linalg.norm(pred[labelled, :2] - gt[labelled, :2], axis=1)
+        used, skipped = _usable(pred, gt)
+        nonfinite += skipped
+        dist = np.linalg.norm(pred[used, :2] - gt[used, :2], axis=1)
         hits += int((dist <= threshold).sum())
-        count += int(labelled.sum())
+        count += int(used.sum())
+    _warn_nonfinite("pck", nonfinite)
     return hits / count if count else float("nan")

@@ -158,12 +158,14 @@ class MpiiEvaluator:
     ``pos_gt_src``) in the person order of the val json ``ann_file`` (whose record index is the prediction's
     ``ann_id``, :func:`sar.data.formats.mpii.load_mpii_instances`). Predictions (0-based image px) get ``+ 1``.
     A val person without a prediction counts as wrong on all its joints (a warning says how many), so a
-    partial evaluation (``limit_val_batches``) can only under-report.
+    partial evaluation (``limit_val_batches``) can only under-report. A prediction with a non-finite value in its
+    keypoints (x, y or score) is dropped: a miss on every joint, left out of ``kpt_error_px`` / ``PCK@0.05`` and
+    of the results json, and counted in ``nonfinite_predictions`` (a float, 0.0 when none; WARNING).
 
     :meth:`evaluate` returns ``PCKh@0.5`` and ``PCKh@0.1`` (the official Mean: all joints but pelvis and
     thorax), ``PCKh@<a>/<group>`` (Head, Shoulder, ..., Ankle: the official table) and ``PCKh@<a>/<joint>`` (the
-    16 joints), all fractions (-1 for a joint never labelled); plus ``kpt_error_px`` (mean distance over the
-    labelled joints of the predicted persons) and ``PCK@0.05`` (error <= 0.05 x the person box side,
+    16 joints), all fractions (-1 for a joint never labelled); ``nonfinite_predictions``; ``kpt_error_px`` (mean
+    distance over the labelled joints of the predicted persons) and ``PCK@0.05`` (error <= 0.05 x the person box side,
     ``200 * scale``), and writes ``<prefix>_keypoints.json`` (``[{"ann_id", "image_id", "image", "keypoints":
     [x, y, score] * 16 (0-based px)}]``). Other keyword arguments (the COCO evaluators' NMS / rescoring knobs)
     are accepted and ignored: MPII is scored on GT persons.
@@ -208,19 +210,28 @@ class MpiiEvaluator:
     ) -> dict[str, float]:
         n = self.ref["gt"].shape[0]
         pred = np.full((n, len(MPII_JOINT_NAMES), 3), np.nan)
+        have = np.zeros(n, dtype=bool)
+        nonfinite = 0
         for p in preds:
             i = int(p["ann_id"])
             if not 0 <= i < n:
                 raise ValueError(f"prediction ann_id {i} is not a person of {self.ann_file} (0..{n - 1})")
             kpts = np.asarray(p["keypoints"], dtype=np.float64)
-            if kpts.shape[0] != len(MPII_JOINT_NAMES):
-                raise ValueError(f"prediction for ann_id {i} has {kpts.shape[0]} keypoints, expected 16")
-            pred[i, :, : kpts.shape[1]] = kpts[:, :3]
-        have = ~np.isnan(pred[:, 0, 0])
+            if kpts.ndim != 2 or kpts.shape[0] != len(MPII_JOINT_NAMES) or kpts.shape[1] < 2:
+                raise ValueError(f"prediction for ann_id {i} has keypoints of shape {kpts.shape}, expected (16, 2|3)")
+            if not np.isfinite(kpts[:, :3]).all():  # a diverged model: a miss on every joint, not written
+                nonfinite += 1
+                continue
+            pred[i] = np.nan
+            pred[i, :, : min(kpts.shape[1], 3)] = kpts[:, :3]
+            have[i] = True
+        log = logging.getLogger(__name__)
+        if nonfinite:
+            log.warning("MPII PCKh: %d of %d predictions have non-finite keypoints: dropped (a miss on every joint, "
+                        "not written); reported as nonfinite_predictions", nonfinite, len(preds))
         if not have.all():
-            logging.getLogger(__name__).warning(
-                "MPII PCKh: %d of %d val persons have no prediction and count as wrong", int((~have).sum()), n
-            )
+            log.warning("MPII PCKh: %d of %d val persons have no (finite) prediction and count as wrong",
+                        int((~have).sum()), n)
         self.last_results = [
             {"ann_id": i, "image_id": self.image_ids[i], "image": self.images[i],
              "keypoints": np.nan_to_num(pred[i], nan=0.0).reshape(-1).tolist()}
@@ -237,4 +248,5 @@ class MpiiEvaluator:
         metrics["kpt_error_px"] = float(dist[vis].mean()) if vis.any() else float("nan")
         within = dist <= 0.05 * self.box_sides[:, None]
         metrics["PCK@0.05"] = float(within[vis].mean()) if vis.any() else float("nan")
+        metrics["nonfinite_predictions"] = float(nonfinite)
         return metrics

@@ -3,12 +3,17 @@
 Every file is written to a temporary sibling in the same directory, flushed and fsync'ed, and then moved over
 the destination with :func:`os.replace` (atomic on POSIX). A crash at any point therefore leaves either the old
 file or the complete new one, never a truncated file.
+
+The files are **strict JSON**: a non-finite float (``nan``, ``inf``, ``-inf``; Python or numpy, at any depth of
+dicts, lists, tuples and arrays) is written as ``null``, and the encoder runs with ``allow_nan=False``, so no
+``NaN`` / ``Infinity`` token can reach a file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -40,18 +45,44 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def write_json_atomic(obj: Any, path: str | os.PathLike[str], indent: int | None = None) -> Path:
-    """Serialise ``obj`` as JSON to ``path`` atomically and return the path.
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` as plain JSON values with every non-finite float replaced by ``None`` (recursively)."""
+    if isinstance(obj, float):  # numpy float64 included
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str | int):  # bool is an int
+        return obj
+    if isinstance(obj, dict):
+        return {key: _finite_or_null(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_null(value) for value in obj]
+    if isinstance(obj, np.floating):
+        return _finite_or_null(float(obj))
+    return _finite_or_null(_json_default(obj))  # arrays, numpy ints, paths, tensors; TypeError for the rest
 
-    numpy scalars and arrays are converted to plain Python values. Parent directories are created. If
+
+def _dumps_strict(obj: Any, indent: int | None) -> str:
+    """Strict JSON text of ``obj``: non-finite floats become ``null`` (the common, all-finite case is encoded
+    once, without the extra walk)."""
+    try:
+        return json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: rewrite it as null, then encode again
+        return json.dumps(_finite_or_null(obj), indent=indent, default=_json_default, allow_nan=False)
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike[str], indent: int | None = None) -> Path:
+    """Serialise ``obj`` as strict JSON to ``path`` atomically and return the path.
+
+    numpy scalars and arrays are converted to plain Python values; non-finite floats (``nan``, ``+-inf``) are
+    written as ``null`` (``allow_nan=False``: nothing non-standard is written). Parent directories are created. If
     serialisation fails, the destination is left untouched and the temporary file is removed.
     """
     path = Path(path)
+    text = _dumps_strict(obj, indent)  # before any file is touched
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=indent, default=_json_default)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
@@ -65,7 +96,8 @@ def write_json_atomic(obj: Any, path: str | os.PathLike[str], indent: int | None
 
 
 def write_metrics(metrics: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``metrics`` to ``<run_dir>/metrics.json`` atomically, overwriting any existing file.
+    """Write ``metrics`` to ``<run_dir>/metrics.json`` atomically, overwriting any existing file (strict JSON: a
+    ``nan`` metric is written as ``null``).
 
     Existing content is *not* merged: the file always holds exactly ``metrics``. Returns the written path.
     """

@@ -3,7 +3,8 @@
 Each reader lives in its own module (``coco.py`` for COCO, COCO-WholeBody, CrowdPose and OCHuman; others
 for MPII and Human3.6M) and returns plain dicts with the keys of :class:`InstanceRecord`, so the top-down
 sample builder does not care which format a record came from. Malformed records raise ``ValueError``
-naming the file and the record id.
+naming the file and the record id; so do duplicate image / annotation ids and an invalid ground-truth ``area``
+(the validation rules are listed in ``docs/datasets.md``, "Validation rules: ground truth and predictions").
 """
 
 from __future__ import annotations

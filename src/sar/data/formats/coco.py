@@ -3,18 +3,28 @@
 :func:`load_coco_instances` turns an annotation json (plus, optionally, a detection results json) into
 :class:`~sar.data.formats.InstanceRecord` dicts. The rules:
 
+Every mode: image ids must be unique (a duplicate would send crops to the wrong file): ``ValueError`` naming the
+file and the duplicated ids (the first few and their count).
+
 Ground-truth mode (``bbox_file=None``): one record per person annotation, in file order, except that
   * crowd annotations (``iscrowd=1``) are skipped;
+  * labelled keypoints (``v > 0``) far outside the image, ``x`` outside ``[-0.5 W, 1.5 W]`` or ``y`` outside
+    ``[-0.5 H, 1.5 H]`` (when the image entry gives its width ``W`` and height ``H``), are made unlabelled
+    (``visible = 0``, coordinates zeroed) and counted, *before* the next rule; a WARNING gives the count;
   * annotations with fewer than ``min_keypoints`` labelled keypoints (``v > 0``, counted over the
     keypoint fields read, so for body-only files this is COCO's ``num_keypoints``) are skipped;
   * the box is clipped to the image rectangle ``[0, width] x [0, height]`` (when the image entry gives
     its size) and the annotation is skipped if the clipped width or height is <= 0.
-  The number of skipped records of each kind is logged at INFO level.
+  The number of skipped records of each kind (and of unlabelled out-of-image keypoints) is logged at INFO level.
+  Annotation ids must be unique (``ValueError`` naming the file and the duplicated ids). ``area``, when given
+  (not absent or null), must be a finite number > 0 for every annotation, crowd ones included (``ValueError``
+  naming the file and the annotation id); when absent, a record's ``area`` is ``w * h`` of its (clipped) box.
 
 Detection mode (``bbox_file`` given, a COCO results list ``{image_id, category_id, bbox, score}``): one
 record per detection with ``category_id == 1`` and ``score >= det_score_thr``; keypoints and visibility are
 zeros, ``ann_id = -1``, ``area = w * h``. Boxes are kept as given (not clipped); degenerate boxes
-(``w <= 0`` or ``h <= 0``) are skipped and counted.
+(``w <= 0`` or ``h <= 0``) are skipped and counted. An empty file, or one whose every detection is skipped, gives
+an empty list (the counts are logged); refusing an empty loader is the DataModule's business.
 
 Keypoints are read from ``keypoint_fields`` (each a flat ``[x, y, v] * n`` list) concatenated in order.
 COCO-WholeBody stores its 133 points as ``keypoints`` (17 body) + ``foot_kpts`` (6) + ``face_kpts`` (68) +
@@ -23,14 +33,19 @@ COCO-WholeBody stores its 133 points as ``keypoints`` (17 body) + ``foot_kpts`` 
 ``keypoints`` holds ``3 * K`` values, else the whole-body fields if they add up to ``3 * K``.
 
 Malformed content raises ``ValueError`` naming the file and the annotation id (or detection index).
+
+The same ground-truth checks serve the evaluators: :func:`validate_coco_gt` (unique image and annotation ids,
+``area`` a finite number > 0 or derived from the bbox) is what ``load_coco_dict(..., validate=True)`` runs.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -44,8 +59,11 @@ __all__ = [
     "WHOLEBODY_KEYPOINT_FIELDS",
     "CocoImage",
     "InstanceRecord",
+    "check_unique_ids",
     "load_coco_images",
     "load_coco_instances",
+    "validate_coco_gt",
+    "validated_area",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,19 +89,99 @@ class CocoImage(TypedDict):
     height: int
 
 
+def check_unique_ids(ids: Iterable[Any], what: str, source: PathLike | str) -> None:
+    """Raise ``ValueError`` naming ``source`` and the duplicated ``what`` ids (the first five and their count)."""
+    counts = Counter(ids)
+    dups = [i for i, c in counts.items() if c > 1]
+    if dups:
+        more = ", ..." if len(dups) > 5 else ""
+        shown = ", ".join(str(i) for i in dups[:5])
+        raise ValueError(
+            f"{source}: duplicate {what} ids [{shown}{more}] ({len(dups)} {what} ids occur more than once)"
+        )
+
+
+def validated_area(ann: Mapping[str, Any], where: str) -> float | None:
+    """An annotation's ``area``: ``None`` when absent (or null), else a finite number > 0 (``ValueError`` naming
+    ``where`` otherwise; booleans and strings are refused)."""
+    area = ann.get("area")
+    if area is None:
+        return None
+    if isinstance(area, bool) or not isinstance(area, numbers.Real) or not math.isfinite(area) or area <= 0:
+        raise ValueError(f"{where}: area must be a finite number > 0, got {area!r}")
+    return float(area)
+
+
+def _int_id(item: Any, key: str, what: str, index: int, source: PathLike | str) -> int:
+    if not isinstance(item, Mapping) or key not in item:
+        raise ValueError(f"{source}: {what} #{index} is not an object with an {key!r}")
+    value = item[key]
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError(value)
+        return int(value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ValueError(f"{source}: {what} #{index} has a non-integer {key} {value!r}") from err
+
+
+def validate_coco_gt(data: Any, source: PathLike | str) -> dict[str, Any]:
+    """Check a COCO ground-truth dict in place and return it: the ground-truth rules of the evaluators.
+
+    * ``images`` must be a list of objects with unique integer ids;
+    * ``annotations`` (when present) must be a list of objects with unique integer ids;
+    * every annotation's ``area`` (crowd ones included: COCOeval uses it) must be a finite number > 0; where it is
+      absent (or null) it is **set** to ``w * h`` of the annotation's ``bbox``, which must then be > 0.
+
+    Errors are ``ValueError`` naming ``source`` and the annotation id (or the duplicated ids). The dict is
+    modified (areas filled in): pass a copy if the caller's dict must stay as it was.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{source}: not a COCO annotation file (no 'images' list)")  # noqa: TRY004
+    check_unique_ids(
+        (_int_id(img, "id", "image entry", i, source) for i, img in enumerate(data["images"])),
+        "image",
+        source,
+    )
+    annotations = data.get("annotations")
+    if annotations is None:
+        return data
+    if not isinstance(annotations, list):
+        raise ValueError(f"{source}: 'annotations' is not a list")  # noqa: TRY004
+    check_unique_ids(
+        (_int_id(ann, "id", "annotation", i, source) for i, ann in enumerate(annotations)),
+        "annotation",
+        source,
+    )
+    for ann in annotations:
+        where = f"{source}: annotation id {ann['id']}"
+        if validated_area(ann, where) is not None:
+            continue
+        box = _xywh(ann.get("bbox"), f"{where} (no area: it is derived from the bbox)")
+        area = float(box[2] * box[3])
+        if not area > 0:
+            raise ValueError(f"{where}: no area, and the bbox w * h = {area} is not > 0")
+        ann["area"] = area
+    return data
+
+
 def _index_images(data: Any, ann_file: PathLike) -> dict[int, CocoImage]:
     if not isinstance(data, Mapping) or not isinstance(data.get("images"), list):
         raise ValueError(f"{ann_file}: not a COCO annotation file (no 'images' list)")  # noqa: TRY004
     images: dict[int, CocoImage] = {}
+    ids: list[int] = []
     for i, image in enumerate(data["images"]):
         try:
-            images[int(image["id"])] = CocoImage(
+            image_id = int(image["id"])
+            images[image_id] = CocoImage(
                 file_name=str(image["file_name"]),
                 width=int(image.get("width") or 0),
                 height=int(image.get("height") or 0),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{ann_file}: malformed image entry #{i} ({err!r})") from err
+        ids.append(image_id)
+    if len(images) != len(ids):
+        check_unique_ids(ids, "image", ann_file)
     return images
 
 
@@ -93,7 +191,14 @@ def load_coco_images(ann_file: PathLike) -> dict[int, CocoImage]:
 
 
 def _xywh(values: Any, where: str) -> np.ndarray:
-    box = np.asarray(values, dtype=np.float64) if isinstance(values, list) else np.zeros(0)
+    try:
+        box = (
+            np.asarray(values, dtype=np.float64)
+            if isinstance(values, list | tuple | np.ndarray)
+            else np.zeros(0)
+        )
+    except (TypeError, ValueError):
+        box = np.zeros(0)
     if box.shape != (4,) or not np.all(np.isfinite(box)):
         raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, w, h], got {values!r}")
     return box
@@ -145,6 +250,20 @@ def _keypoints(
     return triplets[:, :2].astype(np.float32), (triplets[:, 2] > 0).astype(np.float32)
 
 
+def _unlabel_outside(keypoints: np.ndarray, visible: np.ndarray, width: int, height: int) -> int:
+    """Make labelled keypoints with ``x`` outside ``[-0.5 W, 1.5 W]`` or ``y`` outside ``[-0.5 H, 1.5 H]``
+    unlabelled (in place; coordinates zeroed) and return how many there were (0 for an unknown image size)."""
+    if width <= 0 or height <= 0:
+        return 0
+    x, y = keypoints[:, 0].astype(np.float64), keypoints[:, 1].astype(np.float64)
+    outside = (visible > 0) & (
+        (x < -0.5 * width) | (x > 1.5 * width) | (y < -0.5 * height) | (y > 1.5 * height)
+    )
+    visible[outside] = 0.0
+    keypoints[outside] = 0.0
+    return int(outside.sum())
+
+
 def _image_path(image_root: PathLike, image: CocoImage) -> str:
     return str(Path(image_root) / image["file_name"])
 
@@ -183,32 +302,35 @@ def load_coco_instances(
     num = spec.num_keypoints
     fields = tuple(keypoint_fields) if keypoint_fields is not None else _pick_fields(annotations, num)
 
+    ann_ids = [_int_id(ann, "id", "annotation", i, ann_file) for i, ann in enumerate(annotations)]
+    check_unique_ids(ann_ids, "annotation", ann_file)
+
     records: list[InstanceRecord] = []
     skipped = {"crowd": 0, "few_keypoints": 0, "empty_box": 0}
-    for i, ann in enumerate(annotations):
-        if not isinstance(ann, Mapping) or "id" not in ann:
-            raise ValueError(f"{ann_file}: annotation #{i} is not an object with an 'id'")
-        where = f"{ann_file}: annotation id {ann['id']}"
+    outside = 0
+    for ann, ann_id in zip(annotations, ann_ids, strict=True):
+        where = f"{ann_file}: annotation id {ann_id}"
+        given_area = validated_area(ann, where)  # crowd annotations too: the evaluators score with them
         if ann.get("iscrowd", 0):
             skipped["crowd"] += 1
             continue
         try:
             image_id = int(ann["image_id"])
-            ann_id = int(ann["id"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{where}: missing or non-integer id / image_id ({err!r})") from err
+            raise ValueError(f"{where}: missing or non-integer image_id ({err!r})") from err
         if image_id not in images:
             raise ValueError(f"{where}: image_id {image_id} is not in the file's images")
+        image = images[image_id]
         keypoints, visible = _keypoints(ann, fields, num, where)
+        outside += _unlabel_outside(keypoints, visible, image["width"], image["height"])
         if int(visible.sum()) < min_keypoints:
             skipped["few_keypoints"] += 1
             continue
-        image = images[image_id]
         box = _clip_xywh(_xywh(ann.get("bbox"), where), image["width"], image["height"])
         if box[2] <= 0 or box[3] <= 0:
             skipped["empty_box"] += 1
             continue
-        area = float(ann["area"]) if ann.get("area") is not None else float(box[2] * box[3])
+        area = given_area if given_area is not None else float(box[2] * box[3])
         records.append(
             InstanceRecord(
                 image_path=_image_path(image_root, image),
@@ -221,14 +343,23 @@ def load_coco_instances(
                 visible=visible,
             )
         )
+    if outside:
+        log.warning(
+            "%s: %d labelled keypoints lie far outside their image ([-0.5, 1.5] x the image size) and were made "
+            "unlabelled",
+            ann_file,
+            outside,
+        )
     log.info(
-        "%s: %d GT instances (skipped %d crowd, %d with < %d keypoints, %d empty boxes after clipping)",
+        "%s: %d GT instances (skipped %d crowd, %d with < %d keypoints, %d empty boxes after clipping; "
+        "%d labelled keypoints outside the image made unlabelled)",
         ann_file,
         len(records),
         skipped["crowd"],
         skipped["few_keypoints"],
         min_keypoints,
         skipped["empty_box"],
+        outside,
     )
     return records
 
