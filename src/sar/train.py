@@ -7,6 +7,7 @@ json of the final evaluation and ``metrics.json``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,12 +19,20 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
+from sar.callbacks import FiniteGuard, LastCheckpoint
 from sar.data.datamodule import TopDownDataModule
-from sar.evaluation.results import report_metrics
+from sar.evaluation.results import METRICS_FILENAME, report_metrics
 from sar.systems.topdown import TopDownSystem
+from sar.utils.checkpoint_io import (
+    AtomicCheckpointIO,
+    is_readable_checkpoint,
+    newest_readable_checkpoint,
+    remove_stale_temp_files,
+)
 from sar.utils.config import print_config, save_config, to_container
 from sar.utils.hydra_ddp import sweep_job
 from sar.utils.loggers import build_logger
+from sar.utils.run_lock import RunDirLock, env_global_rank
 from sar.utils.scale import prepare_run_config
 
 log = logging.getLogger("sar.train")
@@ -40,21 +49,54 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path, auto_resume: bool =
     """`last` means this run directory's last.ckpt (None when there is none yet); else a path or None.
 
     With ``auto_resume`` a run whose directory already holds ``checkpoints/last.ckpt`` resumes from it even
-    when ``ckpt_path`` is null (a requeued SLURM job restarts the same command in the same directory).
+    when ``ckpt_path`` is null (a requeued SLURM job restarts the same command in the same directory). When that
+    ``last.ckpt`` cannot be read (a kill during a write on a filesystem without atomic moves, a full disk), the
+    run resumes from the newest readable checkpoint of the directory, with a warning naming both.
     """
-    if ckpt_path in (None, "", "null"):
-        last = ckpt_dir / "last.ckpt"
-        if auto_resume and last.exists():
+    if ckpt_path in (None, "", "null", "last"):
+        if ckpt_path != "last" and not auto_resume:
+            return None
+        last = ckpt_dir / LastCheckpoint.path_name
+        if not last.exists():
+            return None
+        if is_readable_checkpoint(last):
             log.info("resuming from %s (this run directory already has one; auto_resume=false to disable)", last)
             return str(last)
-        return None
-    if ckpt_path == "last":
-        last = ckpt_dir / "last.ckpt"
-        return str(last) if last.exists() else None
+        fallback = newest_readable_checkpoint(ckpt_dir, exclude=last)
+        if fallback is None:
+            raise RuntimeError(f"{last} is not a readable checkpoint and {ckpt_dir} holds no other readable one: "
+                               "start a new run directory, or pass ckpt_path=<file>")
+        log.warning("%s is not a readable checkpoint: resuming from %s, the newest readable checkpoint of the run "
+                    "directory", last, fallback)
+        return str(fallback)
     path = Path(ckpt_path)
     if not path.exists():
         raise FileNotFoundError(f"ckpt_path {path} does not exist")
     return str(path)
+
+
+def finished_metrics(ckpt_path: str, config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The saved metrics when the run in ``run_dir`` already did everything this config asks (its last
+    checkpoint completed ``trainer.max_epochs`` epochs or reached ``trainer.max_steps``, and the final evaluation
+    wrote ``metrics.json``); None when there is training (or the final evaluation) left to do."""
+    import torch
+
+    metrics_file = run_dir / METRICS_FILENAME
+    if not metrics_file.is_file():
+        return None
+    progress = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("sar_progress")
+    if not progress:
+        return None
+    trainer = config["trainer"]
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    done = max_epochs is not None and int(max_epochs) >= 0 and progress["epochs_completed"] >= int(max_epochs)
+    done = done or (max_steps is not None and int(max_steps) > 0 and progress["global_step"] >= int(max_steps))
+    if not done:
+        return None
+    try:
+        return json.loads(metrics_file.read_text())
+    except ValueError:
+        return None  # unreadable metrics: redo the final evaluation
 
 
 RESUME_KEYS = ("backbone", "head", "input_size", "optim")  # what must match for a resume to continue the same run
@@ -90,13 +132,42 @@ def merge_head_evaluation(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Train and evaluate one run in ``run_dir``, holding the directory's lock (sar.utils.run_lock) throughout;
+    under DDP only global rank 0 takes it."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirLock(run_dir, enabled=env_global_rank() == 0 and bool(cfg.get("lock_run_dir", True))):
+        return _run(cfg, run_dir, extra_callbacks)
+
+
+def build_callbacks(config: dict[str, Any], ckpt_dir: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
+    """The best-by-metric checkpoint and the run's callbacks: the non-finite guard first (it must stop a
+    diverged step before any checkpoint is written), the one last.ckpt writer, progress and lr logging."""
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir, monitor=config["task"]["monitor"], mode=config["task"]["monitor_mode"], save_last=False,
+        save_top_k=1, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    last = LastCheckpoint(ckpt_dir, every_n_steps=config["trainer"].get("checkpoint_every_n_steps"))
+    return best, [FiniteGuard(), best, last, RichProgressBar(), LearningRateMonitor(logging_interval="step")]
+
+
+def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | None) -> dict[str, Any]:
     merge_head_evaluation(cfg)
     prepare_run_config(cfg)  # validates trainer.precision; optim.scaled = global batch and effective lr
+    config = to_container(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    if env_global_rank() == 0:
+        remove_stale_temp_files(ckpt_dir)  # partial files of killed checkpoint writes (we hold the lock)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir, bool(cfg.get("auto_resume", True)))
+    if ckpt_path:
+        check_resume_compatible(ckpt_path, config)
+        if (done := finished_metrics(ckpt_path, config, run_dir)) is not None:
+            log.info("%s already finished this run (%s epochs; metrics in %s): nothing to do. Raise "
+                     "trainer.max_epochs to continue it, or start a new run directory.", run_dir,
+                     config["trainer"].get("max_epochs"), run_dir / METRICS_FILENAME)
+            return {**done, "already_finished": True}
     print_config(cfg)
     save_config(cfg, run_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
-    config = to_container(cfg)
 
     system = TopDownSystem(config)
     augmentation = {**config["task"]["augmentation"], **(config["dataset"].get("augmentation") or {})}
@@ -104,36 +175,28 @@ def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | Non
         config["dataset"], system.spec, system.codec, augmentation,
         padding=float(config["task"].get("padding", 1.25)), seed=int(cfg.seed),
     )
-    ckpt_dir = run_dir / "checkpoints"
-    monitor = config["task"]["monitor"]
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, monitor=monitor, mode=config["task"]["monitor_mode"], save_last=True, save_top_k=1,
-        filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
-    )
-    callbacks: list[pl.Callback] = [checkpoint]
-    every = config["trainer"].get("checkpoint_every_n_steps")
-    if every:  # a rolling mid-epoch last.ckpt (preemptible clusters); resumes exactly (sar.data.sampler)
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=int(every), save_last=True,
-                                         save_top_k=0, save_on_train_epoch_end=False))
-    callbacks += [RichProgressBar(), LearningRateMonitor(logging_interval="step"), *(extra_callbacks or [])]
+    # Every input is checked before the first step: records, images, non-empty loaders, a val set that can be
+    # scored when a metric is monitored (the evaluator itself is built in TopDownSystem.setup).
+    datamodule.setup("fit")
+    getattr(datamodule, "check_trainable", lambda m: None)(config["task"].get("monitor"))  # TEMP
+    checkpoint, callbacks = build_callbacks(config, ckpt_dir)
+    callbacks += list(extra_callbacks or [])
     trainer_kwargs = {k: v for k, v in config["trainer"].items() if k in TRAINER_KEYS and v is not None}
     trainer = pl.Trainer(
         default_root_dir=str(run_dir),
         logger=build_logger(config["logger"], run_dir, str(cfg.run_name), config),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         **trainer_kwargs,
     )
     start = time.time()
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir, bool(cfg.get("auto_resume", True)))
-    if ckpt_path:
-        check_resume_compatible(ckpt_path, config)
     trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.time() - start
 
     result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
     result["table"] = config.get("table")
     if cfg.get("final_eval", True):
-        best = checkpoint.best_model_path or str(ckpt_dir / "last.ckpt")
+        best = checkpoint.best_model_path or str(ckpt_dir / LastCheckpoint.path_name)
         system.results_dir = run_dir
         trainer.validate(system, datamodule=datamodule, ckpt_path=best, verbose=False)
         result.update(system.last_metrics)

@@ -105,6 +105,25 @@ class TopDownSystem(pl.LightningModule):
         self._vis: list[tuple[torch.Tensor, np.ndarray]] = []  # crops kept for W&B prediction images
         self.results_dir: Path | None = None  # set to write the COCO results json on validation
         self.last_metrics: dict[str, float] = {}
+        self.evaluator: Any = None  # built once in setup() from the attached DataModule's val set
+        self._gt: dict[str, Any] | None = None  # its ground truth for keypoint error / PCK
+
+    def setup(self, stage: str) -> None:
+        """Build the evaluator (which reads and validates the val ground truth) once, before training or
+        validation starts: a bad val file fails here, not after the first training epoch."""
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        if stage in ("fit", "validate") and dm is not None and getattr(dm, "val_ann_file", None) is not None:
+            self.build_evaluator(dm)
+
+    def build_evaluator(self, dm: Any) -> Any:
+        ev = self.cfg["task"]["evaluation"]
+        self.evaluator = build_evaluator(
+            str(self.cfg["dataset"].get("evaluator", "coco")), dm.val_ann_file, self.spec,
+            use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]), kpt_score_thr=float(ev["kpt_score_thr"]),
+            score_mode=str(ev["score_mode"]), **getattr(dm, "evaluator_options", {}),
+        )
+        self._gt = None
+        return self.evaluator
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
@@ -116,7 +135,8 @@ class TopDownSystem(pl.LightningModule):
         bs = batch["image"].shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "total", batch_size=bs)
-        return losses["total"]
+        # the raw outputs go back too (detached by Lightning): sar.callbacks.FiniteGuard checks them
+        return {"loss": losses["total"], "outputs": outputs}
 
     # -- inference ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -128,7 +148,7 @@ class TopDownSystem(pl.LightningModule):
         flipped = self.model(images.flip(-1))
         return self.codec.decode_flip(outputs, flipped, self.flip_indices.tolist())
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         keypoints, scores = self.predict_crops(batch["image"])
         meta = batch["meta"]
         in_image = apply_affine(meta["inv_warp"].to(keypoints), keypoints.float())
@@ -149,6 +169,7 @@ class TopDownSystem(pl.LightningModule):
             take = self.NUM_LOGGED_IMAGES - len(self._vis)
             crops = torch.cat([keypoints.float(), scores.float()[..., None]], dim=-1)[:take].cpu().numpy()
             self._vis += list(zip(batch["image"][:take].cpu(), crops))
+        return {"keypoints": keypoints, "scores": scores}  # checked by sar.callbacks.FiniteGuard
 
     NUM_LOGGED_IMAGES = 4  # validation crops drawn with their predicted skeletons, per validation (W&B only)
 
@@ -209,17 +230,14 @@ class TopDownSystem(pl.LightningModule):
 
         Writes the results json into ``results_dir`` when it is set."""
         dm = self.trainer.datamodule
-        ev = self.cfg["task"]["evaluation"]
-        evaluator = build_evaluator(
-            str(self.cfg["dataset"].get("evaluator", "coco")), dm.val_ann_file, self.spec,
-            use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]), kpt_score_thr=float(ev["kpt_score_thr"]),
-            score_mode=str(ev["score_mode"]), **getattr(dm, "evaluator_options", {}),
-        )
+        evaluator = self.evaluator if self.evaluator is not None else self.build_evaluator(dm)
         metrics = evaluator.evaluate(preds[0], self.results_dir, prefix="results")
         if "kpt_error_px" in metrics or getattr(evaluator, "results_only", False):
             return {k: float(v) for k, v in metrics.items()}  # measured by the evaluator (MPII) / no GT (test-dev)
         gt_loader = max(preds)  # GT-box loader is the last one
-        gt = load_coco_dict(dm.val_ann_file)
+        if self._gt is None:
+            self._gt = load_coco_dict(dm.val_ann_file)
+        gt = self._gt
         metrics["kpt_error_px"] = float(keypoint_error(preds[gt_loader], gt))
         # strict PCK: fraction of labelled keypoints with error <= 0.05 * max(w, h) of the GT box
         metrics["PCK@0.05"] = float(pck(preds[gt_loader], gt, alpha=0.05))
