@@ -135,7 +135,7 @@ def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | Non
     """Train and evaluate one run in ``run_dir``, holding the directory's lock (sar.utils.run_lock) throughout;
     under DDP only global rank 0 takes it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with RunDirLock(run_dir, enabled=env_global_rank() == 0 and bool(cfg.get("lock_run_dir", True))):
+    with RunDirLock(run_dir, enabled=env_global_rank() == 0):
         return _run(cfg, run_dir, extra_callbacks)
 
 
