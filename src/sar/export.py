@@ -11,15 +11,25 @@ run config). Outputs, by head (docs/contracts.md): SAR ``logits`` (B,K,H,W), ``o
 ``sigma``. How to decode them to image keypoints: docs/export.md. The file's metadata (and ``<out>.json``) holds
 what decoding needs: input size, map size, head, codec, keypoint names, flip indices, normalisation.
 
+Nothing half-done replaces a verified export: the file is written into a temporary folder next to ``out``
+(``.<name>.tmp-*``), its metadata added and its parity checked there, and only then are ``<out>`` (with its
+external-data file ``<out>.data`` for a model over 2 GiB; smaller ones are one self-contained file) and the sidecar
+``<out>.json`` moved into place with ``os.replace``. A failed export or check removes the temporary folder and leaves the previous files as they
+were; a new export without external data removes the ``<out>.data`` of an older one.
+
 ``exporter=auto`` (default) uses torch's ``torch.export``-based exporter (``dynamo=True``) and falls back to the
 TorchScript one (``dynamo=False``) if that fails; the parity check runs on whichever file was written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +53,11 @@ DEFAULTS: dict[str, Any] = {
     "check_batch": 3,       # batch size of the parity check (the export traces batch 2: dynamic batch is tested)
     "seed": 0,
 }
+
+
+#: Models up to this size are written as one self-contained ONNX file; larger ones keep their weights in
+#: ``<out>.data`` (protobuf's 2 GiB limit, less a margin).
+MAX_INLINE_BYTES = 2**31 - 2**24
 
 
 class ExportWrapper(nn.Module):
@@ -85,25 +100,29 @@ def export_onnx(wrapper: ExportWrapper, example: torch.Tensor, path: Path, opset
     raise RuntimeError("ONNX export failed:\n" + "\n".join(errors))
 
 
-def check_parity(path: Path, wrapper: ExportWrapper, image: torch.Tensor, tol: float) -> dict[str, float]:
-    """Max abs difference per output between onnxruntime and PyTorch on ``image``; raises ParityError above tol."""
+def check_parity(path: Path, wrapper: ExportWrapper, image: torch.Tensor, tol: float,
+                 label: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """Max abs difference per output between onnxruntime and PyTorch on ``image``; raises ParityError above tol.
+    Errors name ``label`` (default: ``path``)."""
     import onnxruntime as ort
+
+    name = path if label is None else label
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_names = [o.name for o in session.get_outputs()]
     if onnx_names != wrapper.output_names:
-        raise ParityError(f"{path}: outputs {onnx_names}, expected {wrapper.output_names}")
+        raise ParityError(f"{name}: outputs {onnx_names}, expected {wrapper.output_names}")
     got = session.run(None, {session.get_inputs()[0].name: image.numpy()})
     with torch.no_grad():
         ref = [t.detach().cpu().numpy() for t in wrapper(image)]
     diffs = {}
     for name, a, b in zip(onnx_names, got, ref):
         if a.shape != b.shape:
-            raise ParityError(f"{path}: output {name} has shape {a.shape} in onnxruntime, {b.shape} in PyTorch")
+            raise ParityError(f"{name}: output {name} has shape {a.shape} in onnxruntime, {b.shape} in PyTorch")
         diffs[name] = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
     bad = {k: v for k, v in diffs.items() if not v <= tol}
     if bad:
-        raise ParityError(f"{path}: onnxruntime and PyTorch differ by more than {tol:g} (max abs): {bad}")
+        raise ParityError(f"{name}: onnxruntime and PyTorch differ by more than {tol:g} (max abs): {bad}")
     return diffs
 
 
@@ -130,7 +149,6 @@ def export_metadata(system, output_names: Sequence[str], output_shapes: dict[str
 def export(cfg: Any) -> dict[str, Any]:
     ckpt = Path(str(cfg.ckpt)).expanduser()
     out = Path(str(cfg.out)) if cfg.out else ckpt.with_suffix(".onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if str(cfg.exporter) not in ("auto", "dynamo", "torchscript"):
         raise SystemExit(f"exporter must be auto, dynamo or torchscript, got {cfg.exporter!r}")
     system = load_system(ckpt).float()
@@ -140,17 +158,30 @@ def export(cfg: Any) -> dict[str, Any]:
     with torch.no_grad():
         names = list(system.model(example).keys())
     wrapper = ExportWrapper(system.model, names).eval()
-    exporter = export_onnx(wrapper, example, out, int(cfg.opset), str(cfg.exporter))
 
-    with torch.no_grad():
-        shapes = {n: ["batch", *t.shape[1:]] for n, t in zip(names, wrapper(example))}
-    meta = export_metadata(system, names, shapes)
-    _write_onnx_metadata(out, meta)
-    check = torch.randn(int(cfg.check_batch), 3, h, w, generator=gen)
-    diffs = check_parity(out, wrapper, check, float(cfg.tol))  # the file as finally written
-    meta["export"] = {"exporter": exporter, "opset": _opset(out), "checkpoint": str(ckpt),
-                      "parity_max_abs": diffs, "tol": float(cfg.tol), "check_batch": int(cfg.check_batch)}
-    Path(f"{out}.json").write_text(json.dumps(meta, indent=2))
+    made_parent = not out.parent.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        tmp = staging / out.name  # the final name: an external-data file gets its final name too
+        exporter = export_onnx(wrapper, example, tmp, int(cfg.opset), str(cfg.exporter))
+        with torch.no_grad():
+            shapes = {n: ["batch", *t.shape[1:]] for n, t in zip(names, wrapper(example))}
+        meta = export_metadata(system, names, shapes)
+        _write_onnx_metadata(tmp, meta)
+        check = torch.randn(int(cfg.check_batch), 3, h, w, generator=gen)
+        diffs = check_parity(tmp, wrapper, check, float(cfg.tol), label=out)  # the file as finally written
+        meta["export"] = {"exporter": exporter, "opset": _opset(tmp), "checkpoint": str(ckpt),
+                          "parity_max_abs": diffs, "tol": float(cfg.tol), "check_batch": int(cfg.check_batch)}
+        (staging / f"{out.name}.json").write_text(json.dumps(meta, indent=2))
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made_parent:
+            with contextlib.suppress(OSError):
+                out.parent.rmdir()  # only if empty
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     summary = {"onnx": str(out), "exporter": exporter, "outputs": names,
                "max_abs_diff": max(diffs.values()), "tol": float(cfg.tol), "parity": "ok"}
     log.info("exported %s (%s exporter); onnxruntime vs PyTorch max abs diff per output: %s (tol %g)",
@@ -158,15 +189,46 @@ def export(cfg: Any) -> dict[str, Any]:
     return summary
 
 
-def _write_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
-    """Store the decoding metadata in the ONNX file's ``metadata_props`` (key ``sar``, JSON)."""
-    import onnx
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Move a checked export from ``staging`` to ``out``: its external-data file(s) first, then the model, then
+    the sidecar ``<out>.json`` (each with ``os.replace``: same folder, so atomic). An ``<out>.data`` that the new
+    export does not have (an older export's) is removed."""
+    model, sidecar = staging / out.name, staging / f"{out.name}.json"
+    extra = sorted(p for p in staging.iterdir() if p not in (model, sidecar))
+    for path in extra:
+        os.replace(path, out.parent / path.name)
+    os.replace(model, out)
+    os.replace(sidecar, Path(f"{out}.json"))
+    stale = out.parent / f"{out.name}.data"
+    if stale.exists() and all(p.name != stale.name for p in extra):
+        stale.unlink()
 
-    model = onnx.load(str(path))
+
+def _write_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Store the decoding metadata in the ONNX file's ``metadata_props`` (key ``sar``, JSON).
+
+    Weights the exporter wrote as external data (torch's ``torch.export``-based exporter writes ``<path>.data``)
+    are folded back into the file when it stays under :data:`MAX_INLINE_BYTES` (one self-contained file; the
+    data file is removed), else kept external in ``<path>.data``."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {entry.value for t in model.graph.initializer if uses_external_data(t)
+                 for entry in t.external_data if entry.key == "location"}
+    if locations:
+        load_external_data_for_model(model, str(path.parent))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = "sar", json.dumps(meta)
-    onnx.save(model, str(path))
+    data = path.parent / f"{path.name}.data"
+    for old in {path.parent / loc for loc in locations}:
+        old.unlink(missing_ok=True)  # in memory now; onnx would append to an existing data file
+    if model.ByteSize() < MAX_INLINE_BYTES:
+        onnx.save(model, str(path))
+    else:
+        data.unlink(missing_ok=True)
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
 
 
 def _opset(path: Path) -> int:

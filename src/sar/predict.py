@@ -20,7 +20,14 @@ Writes into ``out`` (default ``outputs/predict/<timestamp>_<random suffix>``):
   "score", "bbox", "file_name"}``; ``image_id`` is the COCO id when known, else ``-(1 + the image's position in
   the sorted input listing)`` (never a valid COCO id); ``file_name`` always names the image;
 * ``<image stem>.png`` — the image with the predicted skeletons drawn with the spec's links and colours
-  (instances with box score >= ``draw_bbox_thr``, keypoints with score > ``draw_kpt_thr``).
+  (instances with box score >= ``draw_bbox_thr``, keypoints with score > ``draw_kpt_thr``);
+* ``summary.json`` — the summary the command prints, with the skipped images.
+
+Bad inputs. The checkpoint and every input image are checked before anything is written: a file that is not a
+readable checkpoint stops the run (nothing written, no output folder). An input image that is missing,
+unreadable, truncated (``sar.data.image_check``) or fails to decode is skipped and counted: ``skipped`` and
+``skipped_images`` (``{file, reason}``) in the summary; a run whose inputs are all bad stops with an error naming
+them, without creating the output folder.
 
 Keys (``key=value``): see ``DEFAULTS``.
 """
@@ -40,10 +47,11 @@ import cv2
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sar import unique_suffix
 from sar.data.formats import read_json
+from sar.data.image_check import find_bad_images
 from sar.data.topdown import TopDownDataset, read_image
 from sar.evaluation.coco_ap import instance_score, oks_nms
 from sar.evaluation.keypoint_error import load_coco_dict
@@ -143,14 +151,24 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def build_records(images: Sequence[Path], ids: Sequence[int | None], det: Mapping[int, list] | None,
-                  num_keypoints: int) -> list[dict[str, Any]]:
-    """Instance records (the reader's format, docs/contracts.md) for the person boxes to predict."""
+                  num_keypoints: int, skipped: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    """Instance records (the reader's format, docs/contracts.md) for the person boxes to predict.
+
+    ``skipped`` maps the positions of images to leave out to the reason; an image whose size cannot be read
+    (whole-image boxes) is added to it."""
+    skipped = {} if skipped is None else skipped
     records = []
     no_box = []
     for pos, (path, coco_id) in enumerate(zip(images, ids)):
+        if pos in skipped:
+            continue
         image_id = coco_id if coco_id is not None else -(pos + 1)
         if det is None:
-            w, h = image_size(path)
+            try:
+                w, h = image_size(path)
+            except (OSError, ValueError) as err:
+                skipped[pos] = str(err)
+                continue
             boxes = [(np.array([0.0, 0.0, w, h], np.float32), 1.0)]
         else:
             boxes = det.get(coco_id, []) if coco_id is not None else []
@@ -168,22 +186,53 @@ def build_records(images: Sequence[Path], ids: Sequence[int | None], det: Mappin
     return records
 
 
+class _SkipUnreadable(Dataset):
+    """A dataset whose samples that fail to read (``OSError``: missing, unreadable, truncated, undecodable; see
+    ``read_image``) come back as ``{"failed": index, "error": message}`` instead of stopping the loader."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return self.dataset[index]
+        except (OSError, cv2.error) as err:
+            return {"failed": int(index), "error": str(err)}
+
+
+def _collate_skipping(items: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[int, str]]:
+    """(the good samples collated, or None; ``{index: error}`` of the failed ones)."""
+    good = [item for item in items if "failed" not in item]
+    failed = {item["failed"]: item["error"] for item in items if "failed" in item}
+    return (default_collate(good) if good else None), failed
+
+
 @torch.no_grad()
 def predict_records(system, records: Sequence[Mapping[str, Any]], batch_size: int, num_workers: int,
-                    device: torch.device) -> np.ndarray:
-    """(N, K, 3) keypoints ``x, y, score`` in image pixels, one row per record (training's validation path)."""
+                    device: torch.device) -> tuple[np.ndarray, dict[int, str]]:
+    """(N, K, 3) keypoints ``x, y, score`` in image pixels, one row per record (training's validation path), and
+    ``{record index: error}`` for the records whose image could not be read (their rows are NaN)."""
     k = system.spec.num_keypoints
+    out = np.full((len(records), k, 3), np.nan)
+    failed: dict[int, str] = {}
     if not records:
-        return np.zeros((0, k, 3))
+        return out, failed
     dataset = TopDownDataset(records, system.spec, system.codec, train=False,
                              padding=float(system.cfg["task"].get("padding", 1.25)))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    out = []
-    for batch in loader:
+    loader = DataLoader(_SkipUnreadable(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate_skipping)
+    for batch, batch_failed in loader:
+        failed.update(batch_failed)
+        if batch is None:
+            continue
         keypoints, scores = system.predict_crops(batch["image"].to(device))
         in_image = apply_affine(batch["meta"]["inv_warp"].to(keypoints), keypoints.float())
-        out.append(torch.cat([in_image, scores.float()[..., None]], dim=-1).cpu().numpy().astype(np.float64))
-    return np.concatenate(out)
+        rows = batch["meta"]["index"].numpy()
+        out[rows] = torch.cat([in_image, scores.float()[..., None]], dim=-1).cpu().numpy().astype(np.float64)
+    return out, failed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -192,11 +241,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _skipped_list(images: Sequence[Path], skipped: Mapping[int, str]) -> list[dict[str, str]]:
+    return [{"file": str(images[pos]), "reason": skipped[pos]} for pos in sorted(skipped)]
+
+
+def _no_readable_image(cfg: Any, images: Sequence[Path], skipped: Mapping[int, str]) -> ValueError:
+    listed = "\n".join(f"  {s['file']}: {s['reason']}" for s in _skipped_list(images, skipped)[:5])
+    more = f"\n  ... and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return ValueError(f"no readable image in input={cfg.input}: {len(skipped)} of {len(images)} image(s) are "
+                      f"missing, unreadable, truncated or undecodable; nothing written:\n{listed}{more}")
+
+
 def predict(cfg: Any) -> dict[str, Any]:
     start = time.time()
     stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{unique_suffix()}"
     out_dir = Path(str(cfg.out)) if cfg.out else Path("outputs/predict") / stamp
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Everything is validated (checkpoint, inputs) and predicted before the output folder is made.
     run_cfg = checkpoint_config(str(cfg.ckpt))
     if cfg.flip_test is not None:
         run_cfg["task"] = dict(run_cfg["task"], flip_test=bool(cfg.flip_test))
@@ -209,16 +269,24 @@ def predict(cfg: Any) -> dict[str, Any]:
     draw_kpt_thr = kpt_thr if cfg.draw_kpt_thr is None else float(cfg.draw_kpt_thr)
 
     images = list_images(str(cfg.input))
+    bad = find_bad_images(images)
+    skipped: dict[int, str] = {pos: bad[str(p)] for pos, p in enumerate(images) if str(p) in bad}
+    if len(skipped) == len(images):
+        raise _no_readable_image(cfg, images, skipped)
     ids = image_ids(images, cfg.ann)
     det = read_detections(str(cfg.det), float(cfg.det_score_thr)) if cfg.det else None
-    records = build_records(images, ids, det, spec.num_keypoints)
-    kpts = predict_records(system, records, int(cfg.batch_size), int(cfg.num_workers), device)
+    records = build_records(images, ids, det, spec.num_keypoints, skipped)
+    kpts, failed = predict_records(system, records, int(cfg.batch_size), int(cfg.num_workers), device)
+    for i, error in failed.items():
+        skipped.setdefault(records[i]["position"], error)
+    if len(skipped) == len(images):
+        raise _no_readable_image(cfg, images, skipped)
 
     instances = [
         {"image_id": r["image_id"], "keypoints": kpts[i], "area": r["area"], "bbox": r["bbox"],
          "bbox_score": r["bbox_score"], "position": r["position"],
          "score": instance_score(kpts[i][:, 2], r["bbox_score"], str(ev["score_mode"]), kpt_thr)}
-        for i, r in enumerate(records)
+        for i, r in enumerate(records) if r["position"] not in skipped
     ]
     if use_nms and det is not None and instances:
         instances = [instances[i] for i in oks_nms(instances, float(ev["nms_thr"]), spec.sigmas)]
@@ -228,6 +296,7 @@ def predict(cfg: Any) -> dict[str, Any]:
          "bbox": [float(v) for v in inst["bbox"]], "file_name": images[inst["position"]].name}
         for inst in instances
     ]
+    out_dir.mkdir(parents=True, exist_ok=True)
     results_path = write_json_atomic(results, out_dir / "results_keypoints.json")
 
     pngs = []
@@ -238,17 +307,29 @@ def predict(cfg: Any) -> dict[str, Any]:
                 by_image[inst["position"]].append(inst)
         stems = [p.stem for p in images]
         for pos, path in enumerate(images):
+            if pos in skipped:
+                continue
+            try:
+                image = read_image(str(path))
+            except OSError as err:  # changed since it was predicted: counted, the other drawings go on
+                skipped[pos] = str(err)
+                continue
             drawn = by_image.get(pos, [])
-            canvas = draw_instances(read_image(str(path)), [d["keypoints"] for d in drawn], spec, draw_kpt_thr,
+            canvas = draw_instances(image, [d["keypoints"] for d in drawn], spec, draw_kpt_thr,
                                     boxes=[d["bbox"] for d in drawn] if cfg.draw_boxes else None)
             name = path.stem if stems.count(path.stem) == 1 else path.name
             png = out_dir / f"{name}.png"
             if not cv2.imwrite(str(png), canvas):
                 raise OSError(f"could not write {png}")
             pngs.append(str(png))
-    summary = {"out": str(out_dir), "results": str(results_path), "images": len(images), "boxes": len(records),
-               "instances": len(results), "pngs": len(pngs), "seconds": round(time.time() - start, 1)}
-    log.info("predictions: %s", summary)
+    if skipped:
+        log.warning("%d of %d image(s) skipped (missing, unreadable, truncated or undecodable): %s",
+                    len(skipped), len(images), [images[p].name for p in sorted(skipped)][:5])
+    summary = {"out": str(out_dir), "results": str(results_path), "images": len(images), "skipped": len(skipped),
+               "boxes": len(records), "instances": len(results), "pngs": len(pngs),
+               "seconds": round(time.time() - start, 1), "skipped_images": _skipped_list(images, skipped)}
+    write_json_atomic(summary, out_dir / "summary.json", indent=2)
+    log.info("predictions: %s", {k: v for k, v in summary.items() if k != "skipped_images"})
     return summary
 
 

@@ -15,11 +15,19 @@ Formats (``dataset.format``): ``coco`` (COCO, COCO-WholeBody, CrowdPose, OCHuman
 Results-only mode (``dataset.results_only``; ``null`` = automatic): a COCO-format val file with images but no
 annotations (an image-info json such as ``image_info_test-dev2017.json``) has nothing to score, so validation
 uses the detector boxes only and the evaluator writes the results json without metrics.
+
+Checks (``setup``, before any step; errors name the file, docs/datasets.md "Validation rules: images, splits and
+inputs"): every image of the train set and of every val set exists, has a readable header and is not truncated
+(:mod:`sar.data.image_check`); the train set is not empty and holds at least one batch; every val loader is
+non-empty (detector boxes, GT persons). :meth:`TopDownDataModule.check_trainable` refuses a monitored metric
+with a results-only val set.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +35,10 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
+from sar.data.formats import read_json
 from sar.data.formats.coco import load_coco_instances
 from sar.data.formats.mpii import load_mpii_instances
+from sar.data.image_check import check_record_images
 from sar.data.sampler import EpochSampler, ResumableLoader
 from sar.data.spec import KeypointSpec
 from sar.data.topdown import TopDownDataset
@@ -128,49 +138,140 @@ class TopDownDataModule(pl.LightningDataModule):
             return {"headbox_file": self._path("headbox_file")}
         return {"results_only": True} if self.results_only else {}
 
+    # -- checks ------------------------------------------------------------------------------------
+    def check_trainable(self, monitor: str | None) -> None:
+        """Refuse, before training, a run whose monitored metric can never be logged: a results-only val set
+        (a val file without annotations, scored with detector boxes, or ``dataset.results_only=true``) writes a
+        results json but no metrics. ``monitor`` is the task's monitored metric (``task.monitor``); None or ""
+        (nothing monitored) always passes."""
+        if monitor in (None, "", "null", "None"):
+            return
+        if self.root is None:
+            self.root = resolve_dataset_root(self.cfg)
+        if self.results_only:
+            raise ValueError(
+                f"val file {self.val_ann_file} has no annotations (results-only): nothing to monitor; train with a "
+                f"val set that has annotations, or set task.monitor=null (it is {monitor})"
+            )
+
+    def _check_train_size(self, records: list, ann_file: Path) -> None:
+        """A train set must give at least one full batch per device (the train loader drops the last partial
+        batch): an empty one, or a batch larger than it, would end the run with no step and no checkpoint."""
+        if not records:
+            raise ValueError(f"train set {ann_file}: 0 instances (no usable person annotation: check the file, "
+                             f"dataset.train_images and dataset.min_keypoints={self.cfg.get('min_keypoints', 1)})")
+        batch_size = int(self.cfg["batch_size"])
+        trainer = self.trainer  # attached by Lightning before setup; None otherwise (tests, sar.evaluate)
+        world = max(int(getattr(trainer, "world_size", 1) or 1), 1) if trainer is not None else 1
+        per_device = math.ceil(len(records) / world)
+        if batch_size > per_device:
+            over = f" over {world} devices = {per_device} per device" if world > 1 else ""
+            raise ValueError(f"batch_size {batch_size} is larger than the train set ({len(records)} instances in "
+                             f"{ann_file}{over}): every batch would be dropped; lower dataset.batch_size")
+
+    def _detection_skips(self, bbox_file: Path) -> str:
+        """How the detections of ``bbox_file`` divide into kept and skipped (the reader's rules, for errors)."""
+        thr = float(self.cfg.get("det_score_thr", 0.0))
+        try:
+            detections = read_json(bbox_file)
+            counts = {"non-person": 0, "below": 0, "empty": 0}
+            for det in detections:
+                box = det.get("bbox") or [0, 0, 0, 0]
+                if int(det.get("category_id", 1)) != 1:
+                    counts["non-person"] += 1
+                elif float(det["score"]) < thr:
+                    counts["below"] += 1
+                elif float(box[2]) <= 0 or float(box[3]) <= 0:
+                    counts["empty"] += 1
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
+            return "its detections could not be counted"
+        return (f"the file has {len(detections)} detections: skipped {counts['non-person']} non-person, "
+                f"{counts['below']} with score < {thr:g} (dataset.det_score_thr), {counts['empty']} empty boxes")
+
+    def _gt_skips(self, ann_file: Path) -> str:
+        """How the annotations of ``ann_file`` divide into crowd and the rest (for errors)."""
+        try:
+            data = load_coco_dict(ann_file) if self.format == "coco" else read_json(ann_file)
+            annotations = data.get("annotations") if isinstance(data, Mapping) else data
+            annotations = annotations if isinstance(annotations, list) else []
+            crowd = sum(1 for a in annotations if isinstance(a, Mapping) and a.get("iscrowd", 0))
+        except (OSError, ValueError, TypeError):
+            return "its annotations could not be counted"
+        min_kpts = self.cfg.get("min_keypoints", 1)
+        return (f"the file has {len(annotations)} annotations: {crowd} crowd, {len(annotations) - crowd} with fewer "
+                f"than dataset.min_keypoints={min_kpts} labelled keypoints or an empty box")
+
+    def _require_gt(self, records: list, ann_file: Path) -> None:
+        if not records:
+            raise ValueError(f"val set {ann_file}: 0 usable GT persons ({self._gt_skips(ann_file)}): nothing to "
+                             "score; use a val file with person annotations")
+
     # -- records -----------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """Read the splits and check them before any step: a train set with at least one full batch, val loaders
+        that are not empty, and every image of every split present, readable and complete
+        (:mod:`sar.data.image_check`). Errors name the file."""
         self.root = resolve_dataset_root(self.cfg)
         min_kpts = int(self.cfg.get("min_keypoints", 1))
+        train_records = None
+        checks: list[tuple[str, list]] = []
         if stage in (None, "fit") and self.train_set is None:
-            if self._path("train_ann") is None:
+            train_ann = self._path("train_ann")
+            if train_ann is None:
                 raise ValueError(f"dataset {self.cfg.get('name')} has no training split (train_ann is null): train on "
                                  "another dataset and evaluate here with `python -m sar.evaluate`")
             if self.format == "mpii":
-                records = load_mpii_instances(self._path("train_ann"), self._path("train_images"), self.spec)
+                train_records = load_mpii_instances(train_ann, self._path("train_images"), self.spec)
             else:
-                records = load_coco_instances(
-                    self._path("train_ann"), self._path("train_images"), self.spec, min_keypoints=min_kpts
+                train_records = load_coco_instances(
+                    train_ann, self._path("train_images"), self.spec, min_keypoints=min_kpts
                 )
-            self.train_set = self._dataset(records, train=True)
-            log.info("train: %d instances from %s", len(records), self._path("train_ann"))
-        if not self.val_sets:
-            images = self._path("val_images")
-            sets = []
-            if self.format == "mpii":  # GT boxes only (the MPII protocol)
-                gt = load_mpii_instances(self.val_ann_file, images, self.spec)
-                self.val_sets = [self._dataset(gt, train=False)]
-                log.info("val: %d GT instances from %s", len(gt), self.val_ann_file)
-                return
-            if self.results_only and not self.uses_detector_boxes:
-                raise ValueError(f"{self.val_ann_file} has no annotations (results-only mode): set "
-                                 "dataset.val_bbox_file to the person detections of its images")
-            if self.uses_detector_boxes:
-                det = load_coco_instances(
-                    self.val_ann_file, images, self.spec, bbox_file=self._path("val_bbox_file"),
-                    det_score_thr=float(self.cfg.get("det_score_thr", 0.0)),
-                )
-                sets.append(self._dataset(det, train=False))
-                log.info("val: %d detector boxes from %s", len(det), self._path("val_bbox_file"))
-            if self.results_only:
-                log.info("val: %s has no annotations: results-only mode (results json, no metrics)",
-                         self.val_ann_file)
-                self.val_sets = sets
-                return
-            gt = load_coco_instances(self.val_ann_file, images, self.spec, min_keypoints=min_kpts)
-            sets.append(self._dataset(gt, train=False))
-            log.info("val: %d GT instances from %s", len(gt), self.val_ann_file)
-            self.val_sets = sets
+            self._check_train_size(train_records, train_ann)
+            checks.append((f"train set {train_ann}", train_records))
+            log.info("train: %d instances from %s", len(train_records), train_ann)
+        val_records = self._val_records(min_kpts) if not self.val_sets else []
+        for source, records in val_records:
+            checks.append((source, records))
+        if checks:
+            start = time.perf_counter()
+            count = check_record_images(checks)
+            log.info("checked %d images (present, readable, complete) in %.1f s", count, time.perf_counter() - start)
+        if train_records is not None:
+            self.train_set = self._dataset(train_records, train=True)
+        if val_records:
+            self.val_sets = [self._dataset(records, train=False) for _, records in val_records]
+
+    def _val_records(self, min_kpts: int) -> list[tuple[str, list]]:
+        """``(source, records)`` per validation loader (see the module docstring), each checked non-empty."""
+        images = self._path("val_images")
+        ann = self.val_ann_file
+        if self.format == "mpii":  # GT boxes only (the MPII protocol)
+            gt = load_mpii_instances(ann, images, self.spec)
+            self._require_gt(gt, ann)
+            log.info("val: %d GT instances from %s", len(gt), ann)
+            return [(f"val set {ann}", gt)]
+        if self.results_only and not self.uses_detector_boxes:
+            raise ValueError(f"{ann} has no annotations (results-only mode): set "
+                             "dataset.val_bbox_file to the person detections of its images")
+        sets = []
+        if self.uses_detector_boxes:
+            bbox_file = self._path("val_bbox_file")
+            det = load_coco_instances(
+                ann, images, self.spec, bbox_file=bbox_file, det_score_thr=float(self.cfg.get("det_score_thr", 0.0)),
+            )
+            if not det:
+                raise ValueError(f"val detections {bbox_file}: 0 person boxes for the images of {ann} "
+                                 f"({self._detection_skips(bbox_file)}); validation would have nothing to score")
+            sets.append((f"val detections {bbox_file} (images of {ann})", det))
+            log.info("val: %d detector boxes from %s", len(det), bbox_file)
+        if self.results_only:
+            log.info("val: %s has no annotations: results-only mode (results json, no metrics)", ann)
+            return sets
+        gt = load_coco_instances(ann, images, self.spec, min_keypoints=min_kpts)
+        self._require_gt(gt, ann)
+        sets.append((f"val set {ann}", gt))
+        log.info("val: %d GT instances from %s", len(gt), ann)
+        return sets
 
     def _dataset(self, records: list[dict], train: bool) -> TopDownDataset:
         return TopDownDataset(records, self.spec, self.codec, train=train, aug=self.augmentation,

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from sar.data import transforms as T
+from sar.data.image_check import ImageReadError, truncation_problem
 
 __all__ = ["AugConfig", "TopDownDataset", "read_image"]
 
@@ -97,10 +98,28 @@ def _limit_worker_threads() -> None:
 
 
 def read_image(path: str, image_id: int | None = None) -> np.ndarray:
-    """Decode an image as BGR uint8 HxWx3 (EXIF orientation ignored: annotations use stored pixels)."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    """Decode an image as BGR uint8 HxWx3 (EXIF orientation ignored: annotations use stored pixels).
+
+    The file is read once and decoded from memory, after the tail check of :mod:`sar.data.image_check` (a JPEG
+    without its end-of-image marker, a PNG without IEND): libjpeg would decode a truncated JPEG into a half-grey
+    image with a bare warning. A missing file raises ``FileNotFoundError``, an unreadable, truncated or
+    undecodable one :class:`~sar.data.image_check.ImageReadError` (an ``OSError``); both name the file and the
+    image id. Setup checks every image up front, so these mean the file changed after that check."""
+    where = f"image {path!r} (image_id={image_id})"
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"cannot read {where}: the file does not exist") from err
+    except OSError as err:
+        raise ImageReadError(f"cannot read {where}: {type(err).__name__}: {err}") from err
+    if data.size == 0:
+        raise ImageReadError(f"cannot read {where}: empty file (0 bytes)")
+    problem = truncation_problem(data)
+    if problem:
+        raise ImageReadError(f"cannot read {where}: {problem}")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        raise FileNotFoundError(f"cannot read image {path!r} (image_id={image_id})")
+        raise ImageReadError(f"cannot read {where}: OpenCV cannot decode it (not an image, or corrupt)")
     return image
 
 

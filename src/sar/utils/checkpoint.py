@@ -9,35 +9,73 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["checkpoint_config", "inference_config", "load_system", "read_checkpoint"]
+__all__ = ["CheckpointError", "checkpoint_config", "inference_config", "load_system", "read_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A file given as a checkpoint is not a readable checkpoint (corrupt, truncated, or something else)."""
+
+
+def _is_weights_only_error(err: BaseException) -> bool:
+    """torch's weights-only unpickler refusing an object (a Lightning checkpoint may store such objects): a
+    ``pickle.UnpicklingError`` whose message names ``weights_only``. Any other failure means a bad file."""
+    return isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err)
+
+
+def _not_readable(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"{path}: not a readable checkpoint ({reason}); give a .ckpt file written by "
+                           "`python -m sar.train`")
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint dict, on the CPU. Only open checkpoints you trust (Lightning files are pickles)."""
+    """The checkpoint dict, on the CPU. Only open checkpoints you trust (Lightning files are pickles).
+
+    Loads with ``weights_only=True`` first; the unsafe ``weights_only=False`` load is tried only when the
+    weights-only unpickler refused an object (see :func:`_is_weights_only_error`). A file that is not a readable
+    checkpoint (corrupt, truncated, empty, text, a bare tensor or state dict) raises :class:`CheckpointError`
+    naming it."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - Lightning may store objects the safe unpickler refuses
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if not _is_weights_only_error(err):
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # whatever torch.load raises, the file is the problem: name it
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise _not_readable(path, f"{type(err).__name__}: {first}" if first else type(err).__name__) from err
+    if not isinstance(data, Mapping):
+        raise _not_readable(path, f"it holds a {type(data).__name__}, not a checkpoint dict")
+    if not isinstance(data.get("state_dict"), Mapping):
+        keys = ", ".join(repr(k) for k in list(data)[:5])
+        raise _not_readable(path, f"no 'state_dict' entry (keys {keys}{', ...' if len(data) > 5 else ''}; a bare "
+                                  "state dict?)")
+    return data
 
 
-def checkpoint_config(ckpt: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
-    """A deep copy of the resolved run config stored in a checkpoint (``hyper_parameters["cfg"]``)."""
-    source = ckpt if isinstance(ckpt, (str, os.PathLike)) else "<checkpoint>"
-    data = read_checkpoint(ckpt) if isinstance(ckpt, (str, os.PathLike)) else ckpt
-    cfg = (data.get("hyper_parameters") or {}).get("cfg")
+def checkpoint_config(ckpt: Mapping[str, Any] | str | os.PathLike[str], source: str | None = None) -> dict[str, Any]:
+    """A deep copy of the resolved run config stored in a checkpoint (``hyper_parameters["cfg"]``); ``source``
+    names the file in errors when ``ckpt`` is an already loaded dict."""
+    if isinstance(ckpt, (str, os.PathLike)):
+        source, data = str(Path(ckpt).expanduser()), read_checkpoint(ckpt)
+    else:
+        source, data = source or "<checkpoint>", ckpt
+    hparams = data.get("hyper_parameters")
+    cfg = hparams.get("cfg") if isinstance(hparams, Mapping) else None
     if not isinstance(cfg, Mapping):
-        raise ValueError(  # noqa: TRY004 - a bad file, not a bad argument type
-            f"{source}: no run config in hyper_parameters['cfg']; only checkpoints written by `python -m sar.train` "
-            "(TopDownSystem) can be used"
+        raise CheckpointError(
+            f"{source}: not a readable sar checkpoint: no run config in hyper_parameters['cfg']; only checkpoints "
+            "written by `python -m sar.train` (TopDownSystem) can be used"
         )
     return copy.deepcopy(dict(cfg))
 
@@ -63,7 +101,7 @@ def load_system(
     from sar.systems.topdown import TopDownSystem
 
     data = read_checkpoint(path)
-    cfg = inference_config(cfg if cfg is not None else checkpoint_config(data))
+    cfg = inference_config(cfg if cfg is not None else checkpoint_config(data, source=str(path)))
     system = TopDownSystem(cfg)
     system.load_state_dict(data["state_dict"], strict=True)
     return system.to(map_location).eval()

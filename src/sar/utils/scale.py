@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 __all__ = [
     "PRECISIONS",
     "SCALE_RULES",
+    "TRAINER_INT_KEYS",
     "compute_scaling",
     "describe_scaling",
     "effective_lr",
@@ -33,6 +34,7 @@ __all__ = [
     "num_devices",
     "prepare_run_config",
     "validate_precision",
+    "validate_trainer_integers",
 ]
 
 log = logging.getLogger("sar.scale")
@@ -40,6 +42,11 @@ log = logging.getLogger("sar.scale")
 #: Accepted ``trainer.precision`` values (Lightning's names; 32 may be written 32, "32" or "32-true").
 PRECISIONS: tuple[str, ...] = ("32", "32-true", "bf16-mixed", "16-mixed")
 SCALE_RULES: tuple[str, ...] = ("linear", "sqrt", "none")
+#: Trainer keys that must be integers (or null); ``devices`` is checked too when it is a number.
+TRAINER_INT_KEYS: tuple[str, ...] = (
+    "max_epochs", "max_steps", "check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches",
+    "num_sanity_val_steps", "checkpoint_every_n_steps", "num_nodes",
+)
 
 
 def validate_precision(value: Any) -> int | str:
@@ -52,6 +59,33 @@ def validate_precision(value: Any) -> int | str:
             f"(Ampere or newer GPUs, no loss scaling) or 16-mixed (fp16 AMP with loss scaling)"
         )
     return 32 if text in ("32", "32-true") else text
+
+
+def _as_int(key: str, value: Any) -> int:
+    """``value`` as an int: an int, an integral float or a string of digits; anything else raises naming ``key``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise ValueError(f"trainer.{key} must be an integer, got {value!r}")
+
+
+def validate_trainer_integers(trainer_cfg: Mapping[str, Any]) -> dict[str, int]:
+    """The integer keys of the trainer config (:data:`TRAINER_INT_KEYS`, and ``devices`` when it is a number) as
+    ints; a value that is not an integer raises ``ValueError("trainer.<key> must be an integer, got <value>")``
+    naming its own key (``trainer.max_epochs=abc`` is reported as such, not through a key interpolating it).
+    Null and absent keys are left out."""
+    out: dict[str, int] = {}
+    for key in TRAINER_INT_KEYS:
+        value = trainer_cfg.get(key)
+        if value is not None:
+            out[key] = _as_int(key, value)
+    devices = trainer_cfg.get("devices")
+    if isinstance(devices, (bool, int, float)):  # strings and lists: num_devices
+        out["devices"] = _as_int("devices", devices)
+    return out
 
 
 def num_devices(trainer_cfg: Mapping[str, Any]) -> int:
@@ -150,10 +184,18 @@ def _trainer_scaling(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def prepare_run_config(cfg: DictConfig) -> dict[str, Any]:
-    """Validate ``trainer.precision`` and write ``optim.scaled`` (global batch, effective lr) into ``cfg``.
+    """Validate the trainer's integer keys (:func:`validate_trainer_integers`) and ``trainer.precision``, and write ``optim.scaled`` (global batch, effective lr) into ``cfg``.
 
     Logs the scaling line on the console and returns the ``optim.scaled`` dict."""
     with open_dict(cfg):
+        # the keys set directly first: an interpolation (check_val_every_n_epoch: ${.max_epochs}) must not be
+        # blamed for the value of the key it points to; then every key, resolved
+        trainer = cfg.trainer
+        direct = [k for k in trainer if not OmegaConf.is_interpolation(trainer, k)]
+        validate_trainer_integers({k: trainer[k] for k in direct})
+        for key, value in validate_trainer_integers(OmegaConf.to_container(trainer, resolve=True)).items():
+            if key in direct:
+                trainer[key] = value
         cfg.trainer.precision = validate_precision(cfg.trainer.get("precision", 32))
         scaled = _trainer_scaling(OmegaConf.to_container(cfg, resolve=True))
         cfg.optim.scaled = scaled
