@@ -236,7 +236,7 @@ def test_backbone_head_pair_trains_and_predicts(backbone: str, head: str, deconv
     batch = make_batch(system, 1, np.random.default_rng(0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log without a Trainer
-        loss = system.training_step(batch, 0)
+        loss = system.training_step(batch, 0)["loss"]
     assert torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in system.model.parameters() if p.grad is not None]

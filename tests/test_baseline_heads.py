@@ -365,7 +365,7 @@ def test_system_training_step_and_predict(head: str) -> None:
     batch = _fake_batch(system)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log without a Trainer
-        loss = system.training_step(batch, 0)
+        loss = system.training_step(batch, 0)["loss"]
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     system.eval()

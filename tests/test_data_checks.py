@@ -82,6 +82,7 @@ def png_bytes() -> bytes:
 @pytest.mark.parametrize(("name", "content", "problem"), [
     ("ok.jpg", jpeg_bytes(), None),
     ("padded.jpg", jpeg_bytes() + b"\x00" * 300 + b" \r\n", None),  # trailing padding after EOI is allowed
+    ("vendor_trailer.jpg", jpeg_bytes() + b"SAMSUNG\x01\x02\xff\x00trailer", None),  # data after EOI: complete
     ("ok.png", png_bytes(), None),
     ("truncated.jpg", jpeg_bytes()[:-200], "truncated"),
     ("cut_before_eoi.jpg", jpeg_bytes()[:-2], "truncated"),

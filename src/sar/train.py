@@ -178,7 +178,7 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
     # Every input is checked before the first step: records, images, non-empty loaders, a val set that can be
     # scored when a metric is monitored (the evaluator itself is built in TopDownSystem.setup).
     datamodule.setup("fit")
-    getattr(datamodule, "check_trainable", lambda m: None)(config["task"].get("monitor"))  # TEMP
+    datamodule.check_trainable(config["task"].get("monitor"))
     checkpoint, callbacks = build_callbacks(config, ckpt_dir)
     callbacks += list(extra_callbacks or [])
     trainer_kwargs = {k: v for k, v in config["trainer"].items() if k in TRAINER_KEYS and v is not None}

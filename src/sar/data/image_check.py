@@ -7,10 +7,12 @@ its last bytes (no decoding): thousands of files per second, spread over a threa
 Rules (:func:`check_image` returns the problem as text, ``None`` for a good file):
 
 * missing, not a regular file, empty, or unreadable (permissions, I/O error): a problem;
-* JPEG (``FF D8 FF``): the markers up to the frame header (SOF) must parse and give a non-zero size, and the file
-  must end with the end-of-image marker ``FF D9`` (trailing zero bytes / whitespace allowed). A truncated JPEG
-  otherwise decodes with a bare libjpeg warning ("Premature end of JPEG file", no file named) into a half-grey
-  image that would be trained on;
+* JPEG (``FF D8 FF``): the markers up to the frame header (SOF) must parse and give a non-zero size, and the
+  file's last 4 KiB must hold the end-of-image marker ``FF D9`` (after the last start-of-scan ``FF DA`` when one
+  is there). Compressed scan data never holds ``FF D9`` (JPEG stuffs every ``FF`` byte in it), so a file cut
+  inside its scan data fails, while bytes some cameras append after the marker (and zero / whitespace padding)
+  are accepted. A truncated JPEG otherwise decodes with a bare libjpeg warning ("Premature end of JPEG file", no
+  file named) into a half-grey image that would be trained on;
 * PNG: the signature and the ``IHDR`` chunk (non-zero size) must be there, and the file must end with the ``IEND``
   chunk (same padding allowed);
 * other formats (BMP, TIFF, WebP, ...): OpenCV must recognise the signature and, when Pillow is installed and
@@ -45,6 +47,7 @@ PathLike = str | os.PathLike[str]
 
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
+JPEG_SOS = b"\xff\xda"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _PADDING = b"\x00 \t\r\n"
@@ -75,8 +78,8 @@ def _pil_image() -> Any:
 
 def _tail_problem(tail: bytes, kind: str) -> str | None:
     """The truncation problem of a file whose last non-padding bytes are ``tail`` (``kind``: jpeg | png)."""
-    if kind == "jpeg" and not tail.endswith(JPEG_EOI):
-        return "truncated JPEG: the file does not end with the end-of-image marker FF D9"
+    if kind == "jpeg" and tail.rfind(JPEG_EOI) <= tail.rfind(JPEG_SOS):
+        return "truncated JPEG: no end-of-image marker FF D9 after the image data"
     if kind == "png" and not tail.endswith(PNG_IEND):
         return "truncated PNG: the file does not end with the IEND chunk"
     return None
@@ -92,7 +95,7 @@ def truncation_problem(data: Any) -> str | None:
     end = len(data)
     while end > 0 and data[end - 1] in _PADDING:
         end -= 1
-    return _tail_problem(bytes(data[max(0, end - 16):end]), kind)
+    return _tail_problem(bytes(data[max(0, end - _TAIL):end]), kind)
 
 
 def _read_tail(handle: Any, size: int) -> bytes:
