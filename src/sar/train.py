@@ -145,6 +145,9 @@ def build_callbacks(config: dict[str, Any], ckpt_dir: Path) -> tuple[ModelCheckp
     best = ModelCheckpoint(
         dirpath=ckpt_dir, monitor=config["task"]["monitor"], mode=config["task"]["monitor_mode"], save_last=False,
         save_top_k=1, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False, enable_version_counter=False,
+        # chosen at validation end, before LastCheckpoint writes last.ckpt (Lightning's default chooses at the
+        # training epoch's end, after that write, and a resume from it would forget the best so far)
+        save_on_train_epoch_end=False,
     )
     last = LastCheckpoint(ckpt_dir, every_n_steps=config["trainer"].get("checkpoint_every_n_steps"))
     return best, [FiniteGuard(), best, last, RichProgressBar(), LearningRateMonitor(logging_interval="step")]
