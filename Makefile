@@ -6,8 +6,8 @@ ARGS   ?=
 
 .PHONY: install train test test-fast bench lint clean
 
-# The venv is (re)built when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# The venv is (re)built when pyproject.toml or setup.py changes.
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

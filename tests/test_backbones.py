@@ -45,7 +45,10 @@ def backbone_cfg(name: str) -> dict:
 
 
 def head_cfg(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "head" / f"{name}.yaml"), resolve=True)
+    """The top-down head `name` as composed: its menu entry merged with its implementation."""
+    merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "head" / f"{name}.yaml"),
+                             OmegaConf.load(CONF_DIR / "heads" / "topdown" / f"{name}.yaml"))
+    return OmegaConf.to_container(merged, resolve=True)
 
 
 # -- backbones -------------------------------------------------------------------------------------------

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from sar.conf import CONF_DIR
 
-import sar
 from sar.codecs import HeatmapOffsetCodec, RegressionCodec, RLECodec, build_codec
 from sar.models.flow import RealNVP
 from sar.models.heads import HeatmapOffsetHead, NormLinear, RegressionHead, RLEHead, SARHead
@@ -20,7 +19,7 @@ from sar.models.losses import HeatmapOffsetLoss, L1CoordLoss, RLELoss, SARLoss, 
 from sar.systems.topdown import TopDownSystem
 
 FLIP_INDICES = [0, 2, 1, 4, 3, 5]  # 0 and 5 central, (1,2) and (3,4) left/right pairs
-CONF = Path(sar.__file__).resolve().parent / "conf"
+CONF = CONF_DIR
 
 
 def _random_points(rng: np.random.Generator, n: int, size: tuple[int, int], margin: float = 0.0) -> np.ndarray:
@@ -308,7 +307,7 @@ def test_build_loss_new_types() -> None:
     assert isinstance(build_loss({"type": "l1"}), L1CoordLoss)
     rle = build_loss({"type": "rle", "num_pairs": 2, "hidden": 8})
     assert isinstance(rle, RLELoss) and len(rle.flow.s) == 4
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match="unexpected keyword argument .sigma."):
         build_loss({"type": "rle", "sigma": 1})
 
 
@@ -331,8 +330,11 @@ def test_sar_without_heatmap_head_and_loss() -> None:
 
 # -- through the real system -----------------------------------------------------------------------
 def _system_cfg(head: str) -> dict:
-    head_cfg = yaml.safe_load((CONF / "head" / f"{head}.yaml").read_text())
-    head_cfg["deconv"]["channels"] = 16
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.merge(OmegaConf.load(CONF / "head" / f"{head}.yaml"),
+                             OmegaConf.load(CONF / "heads" / "topdown" / f"{head}.yaml"), {"deconv": {"channels": 16}})
+    head_cfg = OmegaConf.to_container(merged, resolve=True)
     return {
         "input_size": [64, 96],
         "backbone": yaml.safe_load((CONF / "backbone" / "resnet18.yaml").read_text()),
@@ -360,7 +362,7 @@ def test_system_training_step_and_predict(head: str) -> None:
     torch.manual_seed(0)
     cfg = _system_cfg("sar" if head == "sar_no_heatmap" else head)
     if head == "sar_no_heatmap":
-        cfg["head"]["with_heatmap"] = False
+        cfg["head"]["with_heatmap"] = cfg["head"]["module"]["with_heatmap"] = False
     system = TopDownSystem(cfg)
     batch = _fake_batch(system)
     with warnings.catch_warnings():

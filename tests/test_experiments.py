@@ -9,7 +9,7 @@ import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[1] / "src" / "sar" / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 HEADS = ("sar", "heatmap", "heatmap_offset", "regression", "rle")
 DENSE = ("sar", "heatmap", "heatmap_offset")

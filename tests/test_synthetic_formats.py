@@ -22,7 +22,7 @@ from sar.data.synthetic_formats import CROWDPOSE_NAMES, crowd_index
 from sar.evaluation.coco_ap import CrowdPoseEvaluator, WholeBodyEvaluator, build_evaluator
 from sar.evaluation.pck import SC_BIAS, pckh_from_mat
 
-CONF = Path(__file__).resolve().parents[1] / "src" / "sar" / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 SMALL = {"seed": 1, "num_train": 5, "num_val": 4}
 
 

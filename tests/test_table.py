@@ -132,7 +132,7 @@ def test_paper_table_without_runs(tmp_path: Path) -> None:
 
 def test_paper_results_rows_match_experiment_files() -> None:
     """Each paper_results row names an experiment file whose `table` tag points back at that row."""
-    conf = Path(__file__).resolve().parents[1] / "src" / "sar" / "conf" / "experiment"
+    conf = Path(__file__).resolve().parents[1] / "conf" / "experiment"
     for name, spec in load_paper_results().items():
         for row in spec["rows"]:
             text = (conf / f"{row['experiment']}.yaml").read_text()

@@ -1,6 +1,6 @@
 """`python -m sar.evaluate ckpt=<file> [dataset=<option>] [overrides]`: evaluation only.
 
-Runs the very validation path of training's final evaluation (``TopDownSystem`` + ``TopDownDataModule`` +
+Runs the very validation path of training's final evaluation (the task's system and DataModule, ``sar.build`` +
 ``pl.Trainer.validate(ckpt_path=...)``) with the run config stored in the checkpoint, and writes the same files
 into its own run directory (``hydra.run.dir``, default ``outputs/eval/<timestamp>``):
 
@@ -34,10 +34,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sar.data.datamodule import TopDownDataModule
+from sar.build import build_task
 from sar.data.spec import load_spec
 from sar.evaluation.results import report_metrics
-from sar.systems.topdown import TopDownSystem
 from sar.utils.checkpoint import checkpoint_config, inference_config
 from sar.utils.config import print_config, save_config
 
@@ -125,12 +124,7 @@ def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str,
     print_config(OmegaConf.create(config))
     save_config(OmegaConf.create(config), run_dir)
 
-    system = TopDownSystem(config)
-    augmentation = {**config["task"]["augmentation"], **(config["dataset"].get("augmentation") or {})}
-    datamodule = TopDownDataModule(
-        config["dataset"], system.spec, system.codec, augmentation,
-        padding=float(config["task"].get("padding", 1.25)), seed=int(config.get("seed", 0)),
-    )
+    system, datamodule = build_task(config)
     trainer_kwargs = {k: config["trainer"][k] for k in ("accelerator", "devices", "strategy", "precision")}
     if "limit_val_batches" in config["trainer"]:
         trainer_kwargs["limit_val_batches"] = config["trainer"]["limit_val_batches"]
@@ -148,7 +142,7 @@ def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str,
     return result
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://sar.conf", config_name="evaluate")
 def _hydra_main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     result = run(cfg, Path(hc.runtime.output_dir), hc.runtime.choices.get("dataset"))

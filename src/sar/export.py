@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from sar.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sar.predict import parse_args
 from sar.utils.checkpoint import load_system
 
@@ -126,38 +125,18 @@ def check_parity(path: Path, wrapper: ExportWrapper, image: torch.Tensor, tol: f
     return diffs
 
 
-def export_metadata(system, output_names: Sequence[str], output_shapes: dict[str, list]) -> dict[str, Any]:
-    cfg = system.cfg
-    w, h = (int(v) for v in cfg["input_size"])
-    return {
-        "input": {"name": "image", "shape": ["batch", 3, h, w], "input_size_wh": [w, h], "channel_order": "RGB",
-                  "mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD],
-                  "scale": "pixel / 255, then (x - mean) / std"},
-        "outputs": {name: output_shapes[name] for name in output_names},
-        "head": cfg["head"]["name"],
-        "codec": {**dict(cfg["head"]["codec"]), "input_size": [w, h], "heatmap_size": list(system.heatmap_size)},
-        "flip_test": bool(system.flip_test),
-        "padding": float(cfg["task"].get("padding", 1.25)),
-        "spec": system.spec.name,
-        "keypoint_names": list(system.spec.keypoint_names),
-        "flip_indices": list(system.spec.flip_indices),
-        "skeleton": [list(link) for link in system.spec.skeleton],
-        "decoding": "docs/export.md",
-    }
-
-
 def export(cfg: Any) -> dict[str, Any]:
     ckpt = Path(str(cfg.ckpt)).expanduser()
     out = Path(str(cfg.out)) if cfg.out else ckpt.with_suffix(".onnx")
     if str(cfg.exporter) not in ("auto", "dynamo", "torchscript"):
         raise SystemExit(f"exporter must be auto, dynamo or torchscript, got {cfg.exporter!r}")
-    system = load_system(ckpt).float()
-    w, h = (int(v) for v in system.cfg["input_size"])
+    system = load_system(ckpt).float()  # the task's system (sar.build); its export interface (sar.systems.base)
+    network = system.export_network()
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    example = torch.randn(2, 3, h, w, generator=gen)
+    example = system.export_example(2, gen)
     with torch.no_grad():
-        names = list(system.model(example).keys())
-    wrapper = ExportWrapper(system.model, names).eval()
+        names = list(network(example).keys())
+    wrapper = ExportWrapper(network, names).eval()
 
     made_parent = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,9 +146,9 @@ def export(cfg: Any) -> dict[str, Any]:
         exporter = export_onnx(wrapper, example, tmp, int(cfg.opset), str(cfg.exporter))
         with torch.no_grad():
             shapes = {n: ["batch", *t.shape[1:]] for n, t in zip(names, wrapper(example))}
-        meta = export_metadata(system, names, shapes)
+        meta = system.export_metadata(names, shapes)
         _write_onnx_metadata(tmp, meta)
-        check = torch.randn(int(cfg.check_batch), 3, h, w, generator=gen)
+        check = system.export_example(int(cfg.check_batch), gen)
         diffs = check_parity(tmp, wrapper, check, float(cfg.tol), label=out)  # the file as finally written
         meta["export"] = {"exporter": exporter, "opset": _opset(tmp), "checkpoint": str(ckpt),
                           "parity_max_abs": diffs, "tol": float(cfg.tol), "check_batch": int(cfg.check_batch)}
@@ -242,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     for noisy in ("onnx_ir", "onnxscript"):  # per-pass INFO lines of torch's exporter
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS)
+    cfg = parse_args(sys.argv[1:] if argv is None else argv, DEFAULTS, prog="sar.export")
     try:
         summary = export(cfg)
     except ParityError as err:

@@ -46,7 +46,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sar import unique_suffix
@@ -58,6 +57,7 @@ from sar.evaluation.keypoint_error import load_coco_dict
 from sar.evaluation.results import write_json_atomic
 from sar.systems.topdown import apply_affine
 from sar.utils.checkpoint import checkpoint_config, load_system
+from sar.utils.cli import parse_key_values
 from sar.utils.draw import draw_instances
 
 log = logging.getLogger("sar.predict")
@@ -84,15 +84,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def parse_args(argv: Sequence[str], defaults: Mapping[str, Any]) -> Any:
-    """``key=value`` arguments merged onto ``defaults`` (unknown keys and missing required ones raise)."""
-    base = OmegaConf.create(dict(defaults))
-    OmegaConf.set_struct(base, True)
-    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(argv)))
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise SystemExit(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}")
-    return cfg
+def parse_args(argv: Sequence[str], defaults: Mapping[str, Any], prog: str = "sar.predict") -> Any:
+    """``key=value`` arguments merged onto ``defaults`` (sar.utils.cli: unknown keys and missing required ones
+    stop with one line naming them)."""
+    return parse_key_values(argv, defaults, prog)
 
 
 def list_images(path: str | Path) -> list[Path]:

@@ -17,33 +17,24 @@ import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from sar.callbacks import FiniteGuard, LastCheckpoint
-from sar.data.datamodule import TopDownDataModule
+from sar.build import build_task
+from sar.callbacks import LastCheckpoint
 from sar.evaluation.results import METRICS_FILENAME, report_metrics
-from sar.systems.topdown import TopDownSystem
 from sar.utils.checkpoint_io import (
-    AtomicCheckpointIO,
     is_readable_checkpoint,
     newest_readable_checkpoint,
     remove_stale_temp_files,
 )
 from sar.utils.config import print_config, save_config, to_container
 from sar.utils.hydra_ddp import sweep_job
+from sar.utils.instantiate import build
 from sar.utils.loggers import build_logger
-from sar.utils.run_lock import RunDirLock, env_global_rank
+from sar.utils.run_lock import env_global_rank
 from sar.utils.scale import prepare_run_config
 
 log = logging.getLogger("sar.train")
-
-TRAINER_KEYS = (
-    "accelerator", "devices", "num_nodes", "strategy", "precision", "max_epochs", "max_steps", "max_time",
-    "check_val_every_n_epoch", "val_check_interval", "log_every_n_steps", "gradient_clip_val",
-    "accumulate_grad_batches", "num_sanity_val_steps", "limit_train_batches", "limit_val_batches",
-    "deterministic", "benchmark", "sync_batchnorm",
-)
-
 
 def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path, auto_resume: bool = True) -> str | None:
     """`last` means this run directory's last.ckpt (None when there is none yet); else a path or None.
@@ -132,25 +123,35 @@ def merge_head_evaluation(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
-    """Train and evaluate one run in ``run_dir``, holding the directory's lock (sar.utils.run_lock) throughout;
-    under DDP only global rank 0 takes it."""
+    """Train and evaluate one run in ``run_dir``, holding the directory's lock (``run_lock``, sar.utils.run_lock)
+    throughout; under DDP only global rank 0 takes it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with RunDirLock(run_dir, enabled=env_global_rank() == 0):
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    with build(cfg.run_lock, "run_lock", run_dir=run_dir, enabled=env_global_rank() == 0):
         return _run(cfg, run_dir, extra_callbacks)
 
 
-def build_callbacks(config: dict[str, Any], ckpt_dir: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
-    """The best-by-metric checkpoint and the run's callbacks: the non-finite guard first (it must stop a
-    diverged step before any checkpoint is written), the one last.ckpt writer, progress and lr logging."""
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir, monitor=config["task"]["monitor"], mode=config["task"]["monitor_mode"], save_last=False,
-        save_top_k=1, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False, enable_version_counter=False,
-        # chosen at validation end, before LastCheckpoint writes last.ckpt (Lightning's default chooses at the
-        # training epoch's end, after that write, and a resume from it would forget the best so far)
-        save_on_train_epoch_end=False,
-    )
-    last = LastCheckpoint(ckpt_dir, every_n_steps=config["trainer"].get("checkpoint_every_n_steps"))
-    return best, [FiniteGuard(), best, last, RichProgressBar(), LearningRateMonitor(logging_interval="step")]
+#: Keys of the `trainer` config that are sar's, not pytorch_lightning.Trainer arguments.
+SAR_TRAINER_KEYS = ("checkpoint_every_n_steps",)
+
+
+def build_callbacks(config: dict[str, Any]) -> list[pl.Callback]:
+    """The run's callbacks, in the order of the `callbacks` config (entries set to null are dropped)."""
+    return [build(cb, f"callbacks.{name}") for name, cb in (config.get("callbacks") or {}).items() if cb]
+
+
+def build_trainer(config: dict[str, Any], run_dir: Path, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
+    """The Lightning Trainer of the `trainer` config (``_target_``): every key is passed on (null: Lightning's
+    default) except sar's own (:data:`SAR_TRAINER_KEYS`)."""
+    kwargs = {k: v for k, v in config["trainer"].items() if k not in SAR_TRAINER_KEYS and v is not None}
+    return build(kwargs, "trainer", default_root_dir=str(run_dir), logger=logger, callbacks=callbacks)
+
+
+def best_checkpoint_path(trainer: pl.Trainer) -> str | None:
+    """The best checkpoint so far (the first ModelCheckpoint's), None when there is none."""
+    best = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)), None)
+    return (best.best_model_path or None) if best is not None else None
 
 
 def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | None) -> dict[str, Any]:
@@ -160,7 +161,7 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
     ckpt_dir = run_dir / "checkpoints"
     if env_global_rank() == 0:
         remove_stale_temp_files(ckpt_dir)  # partial files of killed checkpoint writes (we hold the lock)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), ckpt_dir, bool(cfg.get("auto_resume", True)))
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir, bool(cfg.auto_resume))
     if ckpt_path:
         check_resume_compatible(ckpt_path, config)
         if (done := finished_metrics(ckpt_path, config, run_dir)) is not None:
@@ -172,34 +173,23 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
     save_config(cfg, run_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
 
-    system = TopDownSystem(config)
-    augmentation = {**config["task"]["augmentation"], **(config["dataset"].get("augmentation") or {})}
-    datamodule = TopDownDataModule(
-        config["dataset"], system.spec, system.codec, augmentation,
-        padding=float(config["task"].get("padding", 1.25)), seed=int(cfg.seed),
-    )
+    system, datamodule = build_task(config)
     # Every input is checked before the first step: records, images, non-empty loaders, a val set that can be
-    # scored when a metric is monitored (the evaluator itself is built in TopDownSystem.setup).
+    # scored when a metric is monitored (the evaluator itself is built in the system's setup).
     datamodule.setup("fit")
-    datamodule.check_trainable(config["task"].get("monitor"))
-    checkpoint, callbacks = build_callbacks(config, ckpt_dir)
-    callbacks += list(extra_callbacks or [])
-    trainer_kwargs = {k: v for k, v in config["trainer"].items() if k in TRAINER_KEYS and v is not None}
-    trainer = pl.Trainer(
-        default_root_dir=str(run_dir),
-        logger=build_logger(config["logger"], run_dir, str(cfg.run_name), config),
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        **trainer_kwargs,
-    )
+    if hasattr(datamodule, "check_trainable"):
+        datamodule.check_trainable(config["task"]["monitor"])
+    callbacks = build_callbacks(config) + list(extra_callbacks or [])
+    logger = build_logger(config["logger"], run_dir, str(cfg.run_name), config)
+    trainer = build_trainer(config, run_dir, callbacks, logger)
     start = time.time()
     trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.time() - start
 
     result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
     result["table"] = config.get("table")
-    if cfg.get("final_eval", True):
-        best = checkpoint.best_model_path or str(ckpt_dir / LastCheckpoint.path_name)
+    if cfg.final_eval:
+        best = best_checkpoint_path(trainer) or str(ckpt_dir / LastCheckpoint.path_name)
         system.results_dir = run_dir
         trainer.validate(system, datamodule=datamodule, ckpt_path=best, verbose=False)
         result.update(system.last_metrics)
@@ -211,7 +201,7 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
     return result
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://sar.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     with sweep_job():  # -m with DDP: extra ranks re-run this job, not the sweep (sar.utils.hydra_ddp)

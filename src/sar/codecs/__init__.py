@@ -1,10 +1,9 @@
 """Codecs: one configured object encodes training targets (data workers) and decodes head outputs.
 
-``build_codec(cfg)`` reads ``type`` ("sar" | "msra_heatmap" | "heatmap_offset" | "regression" | "rle"),
-``input_size`` ``[w, h]``, ``heatmap_size`` ``[W, H]`` (ignored by the coordinate codecs) and the per-codec
-keys: ``sigma`` (sar, heatmap_offset and msra_heatmap; default 3 for SAR and heatmap_offset as in the
-released SAR configs, 2 for the heatmap codec), ``unbiased`` and ``blur_kernel`` (heatmap codec only),
-``drop_outside`` (regression, default false; rle, default true). Unknown keys raise ``ValueError``.
+``build_codec(cfg)`` instantiates a codec config: ``_target_`` (the codec class), ``input_size`` ``[w, h]``,
+``heatmap_size`` ``[W, H]`` (ignored by the coordinate codecs) and the class's own keys, whose values live in
+the head's YAML (conf/heads/<family>/<head>.yaml). Configs of the old ``type:`` form (checkpoints written before
+the ``_target_`` composition) are translated, with the values code used to fill in (:data:`LEGACY_DEFAULTS`).
 See docs/contracts.md for the interface and docs/heads.md for each head/codec pair.
 """
 
@@ -51,45 +50,42 @@ class Codec(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-_KEYS: dict[str, set[str]] = {
-    "sar": {"sigma", "score"},
-    "msra_heatmap": {"sigma", "unbiased", "blur_kernel"},
-    "heatmap_offset": {"sigma"},
-    "regression": {"drop_outside"},
-    "rle": {"drop_outside"},
+#: Codec ``type`` names of configs written before codecs were built by ``_target_`` (old checkpoints).
+LEGACY_TYPES: dict[str, str] = {
+    "sar": "sar.codecs.sar.SARCodec",
+    "msra_heatmap": "sar.codecs.heatmap.MSRAHeatmapCodec",
+    "heatmap_offset": "sar.codecs.heatmap_offset.HeatmapOffsetCodec",
+    "regression": "sar.codecs.regression.RegressionCodec",
+    "rle": "sar.codecs.regression.RLECodec",
+}
+#: The values those old configs got from code when their file did not set them.
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sar": {"sigma": 3.0, "score": "selector"},
+    "msra_heatmap": {"sigma": 2.0, "unbiased": True, "blur_kernel": None},
+    "heatmap_offset": {"sigma": 3.0},
+    "regression": {"drop_outside": False},
+    "rle": {"drop_outside": True},
 }
 
 
-def build_codec(cfg: Mapping[str, Any]) -> Codec:
-    """Build a codec from a config mapping (see module docstring)."""
+def translate_legacy(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A codec config of the old ``type:`` form as a ``_target_`` config (others are returned as they are)."""
     cfg = dict(cfg)
-    kind = cfg.pop("type", None)
-    if kind not in _KEYS:
-        raise ValueError(f"unknown codec type {kind!r} (known: {', '.join(sorted(_KEYS))})")
-    try:
-        input_size = [int(v) for v in cfg.pop("input_size")]
-        heatmap_size = [int(v) for v in cfg.pop("heatmap_size")]
-    except KeyError as err:
-        raise ValueError(f"codec config needs {err.args[0]!r}") from err
-    unknown = set(cfg) - _KEYS[kind]
-    if unknown:
-        raise ValueError(
-            f"unknown keys for codec {kind!r}: {sorted(unknown)} (allowed: {sorted(_KEYS[kind])})"
-        )
-    if kind == "sar":
-        return SARCodec(input_size, heatmap_size, sigma=float(cfg.get("sigma", 3.0)),
-                        score=str(cfg.get("score", "selector")))
-    if kind == "heatmap_offset":
-        return HeatmapOffsetCodec(input_size, heatmap_size, sigma=float(cfg.get("sigma", 3.0)))
-    if kind == "regression":
-        return RegressionCodec(input_size, heatmap_size, drop_outside=bool(cfg.get("drop_outside", False)))
-    if kind == "rle":
-        return RLECodec(input_size, heatmap_size, drop_outside=bool(cfg.get("drop_outside", True)))
-    blur = cfg.get("blur_kernel")
-    return MSRAHeatmapCodec(
-        input_size,
-        heatmap_size,
-        sigma=float(cfg.get("sigma", 2.0)),
-        unbiased=bool(cfg.get("unbiased", True)),
-        blur_kernel=None if blur is None else int(blur),
-    )
+    if "_target_" in cfg or "type" not in cfg:
+        return cfg
+    kind = cfg.pop("type")
+    if kind not in LEGACY_TYPES:
+        raise ValueError(f"unknown codec type {kind!r} (known: {', '.join(sorted(LEGACY_TYPES))})")
+    return {"_target_": LEGACY_TYPES[kind], **LEGACY_DEFAULTS[kind], **cfg}
+
+
+def build_codec(cfg: Mapping[str, Any], **sizes: Any) -> Codec:
+    """Instantiate a codec config (``_target_`` + its keys; ``input_size`` / ``heatmap_size`` may come in the
+    config or as keyword arguments). The codec's class validates its keys: a misspelt one is an error naming it."""
+    from sar.utils.instantiate import build
+
+    cfg = {**translate_legacy(cfg), **sizes}
+    for key in ("input_size", "heatmap_size"):
+        if key not in cfg:
+            raise ValueError(f"codec config needs {key!r}")
+    return build(cfg, "head.codec")

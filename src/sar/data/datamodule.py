@@ -95,6 +95,16 @@ class TopDownDataModule(pl.LightningDataModule):
         self.val_sets: list[TopDownDataset] = []
         self._results_only: bool | None = None
 
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, Any], system: Any) -> TopDownDataModule:
+        """The DataModule of a run config (``task.datamodule`` of conf/task/topdown.yaml): the dataset config,
+        the task's augmentation with the dataset's own block over it, the box padding and the seed; the keypoint
+        spec and the codec are the system's (one codec object for targets and decoding)."""
+        task, dataset = config["task"], config["dataset"]
+        augmentation = {**task["augmentation"], **(dataset.get("augmentation") or {})}
+        return cls(dataset, system.spec, system.codec, augmentation, padding=float(task["padding"]),
+                   seed=int(config["seed"]))
+
     # -- files -------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         resolve_dataset_root(self.cfg)

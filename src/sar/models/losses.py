@@ -278,39 +278,34 @@ class RLELoss(nn.Module):
         return {"total": total, "loss_nf": loss_nf, "loss_q": loss_q}
 
 
-def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
-    """Build a loss from ``cfg.type``. Unknown types or keys raise ``ValueError``.
+#: Loss ``type`` names of configs written before losses were built by ``_target_`` (old checkpoints).
+LEGACY_TYPES: dict[str, str] = {
+    "sar": "sar.models.losses.SARLoss",
+    "mse": "sar.models.losses.HeatmapMSELoss",
+    "heatmap_mse": "sar.models.losses.HeatmapMSELoss",
+    "heatmap_offset": "sar.models.losses.HeatmapOffsetLoss",
+    "l1": "sar.models.losses.L1CoordLoss",
+    "regression": "sar.models.losses.L1CoordLoss",
+    "rle": "sar.models.losses.RLELoss",
+}
 
-    * ``"sar"``: keys lambda_ (alias lambda), aux_weight, gamma;
-    * ``"mse"`` (alias ``"heatmap_mse"``): loss_weight;
-    * ``"heatmap_offset"``: hm_weight, offset_weight, offset_radius;
-    * ``"l1"`` (alias ``"regression"``): loss_weight;
-    * ``"rle"``: loss_weight, num_pairs (int), hidden (int).
-    """
+
+def translate_legacy(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A loss config of the old ``type:`` form as a ``_target_`` config (others are returned as they are)."""
     cfg = dict(cfg)
-    kind = cfg.pop("type", None)
-    ints: set[str] = set()
-    if kind == "sar":
-        if "lambda" in cfg:
-            cfg["lambda_"] = cfg.pop("lambda")
-        allowed = {"lambda_", "aux_weight", "gamma"}
-        factory: type[nn.Module] = SARLoss
-    elif kind in ("mse", "heatmap_mse"):
-        allowed = {"loss_weight"}
-        factory = HeatmapMSELoss
-    elif kind == "heatmap_offset":
-        allowed = {"hm_weight", "offset_weight", "offset_radius"}
-        factory = HeatmapOffsetLoss
-    elif kind in ("l1", "regression"):
-        allowed = {"loss_weight"}
-        factory = L1CoordLoss
-    elif kind == "rle":
-        allowed = {"loss_weight", "num_pairs", "hidden"}
-        ints = {"num_pairs", "hidden"}
-        factory = RLELoss
-    else:
-        raise ValueError(f"unknown loss type {kind!r} (known: sar, mse, heatmap_offset, l1, rle)")
-    unknown = set(cfg) - allowed
-    if unknown:
-        raise ValueError(f"unknown keys for loss {kind!r}: {sorted(unknown)} (allowed: {sorted(allowed)})")
-    return factory(**{k: int(v) if k in ints else float(v) for k, v in cfg.items()})
+    if "_target_" in cfg or "type" not in cfg:
+        return cfg
+    kind = cfg.pop("type")
+    if kind not in LEGACY_TYPES:
+        raise ValueError(f"unknown loss type {kind!r} (known: {', '.join(sorted(LEGACY_TYPES))})")
+    if "lambda" in cfg:
+        cfg["lambda_"] = cfg.pop("lambda")
+    return {"_target_": LEGACY_TYPES[kind], **cfg}
+
+
+def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
+    """Instantiate a loss config (``_target_`` + the class's keys, conf/heads/<family>/<head>.yaml); old
+    ``type:`` configs are translated. A misspelt key is a ValueError naming it."""
+    from sar.utils.instantiate import build
+
+    return build(translate_legacy(cfg), "head.loss")

@@ -14,11 +14,8 @@ import torch
 from torch import nn
 
 from sar.models.backbones import build_backbone_from_cfg
-from sar.models.heads.heatmap import HeatmapHead
-from sar.models.heads.heatmap_offset import HeatmapOffsetHead
-from sar.models.heads.regression import RegressionHead, RLEHead
-from sar.models.heads.sar import SARHead
 from sar.models.necks import DeconvNeck, FPNNeck, resolve_deconv_layers
+from sar.utils.instantiate import build
 
 
 class PoseModel(nn.Module):
@@ -44,20 +41,30 @@ class PoseModel(nn.Module):
         return {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
 
 
+#: Head modules of configs written before heads were built by ``_target_`` (old checkpoints), by head name.
+LEGACY_HEADS: dict[str, str] = {
+    "sar": "sar.models.heads.sar.SARHead",
+    "heatmap": "sar.models.heads.heatmap.HeatmapHead",
+    "heatmap_offset": "sar.models.heads.heatmap_offset.HeatmapOffsetHead",
+    "regression": "sar.models.heads.regression.RegressionHead",
+    "rle": "sar.models.heads.regression.RLEHead",
+}
+
+
+def head_module_config(head_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``head.module``: the network module's ``_target_`` config (translated for an old config without one)."""
+    if "module" in head_cfg:
+        return dict(head_cfg["module"])
+    name = head_cfg.get("name")
+    if name not in LEGACY_HEADS:
+        raise ValueError(f"head config {name!r} has no `module` (the head's _target_ config)")
+    extra = {"with_heatmap": bool(head_cfg.get("with_heatmap", True))} if name == "sar" else {}
+    return {"_target_": LEGACY_HEADS[name], **extra}
+
+
 def _build_head(head_cfg: Mapping[str, Any], in_channels: int, num_keypoints: int) -> nn.Module:
-    """Head from ``head_cfg.name``: sar, heatmap, heatmap_offset, regression, rle (docs/heads.md)."""
-    name = head_cfg["name"]
-    if name == "sar":
-        return SARHead(in_channels, num_keypoints, with_heatmap=bool(head_cfg.get("with_heatmap", True)))
-    if name == "heatmap":
-        return HeatmapHead(in_channels, num_keypoints)
-    if name == "heatmap_offset":
-        return HeatmapOffsetHead(in_channels, num_keypoints)
-    if name == "regression":
-        return RegressionHead(in_channels, num_keypoints)
-    if name == "rle":
-        return RLEHead(in_channels, num_keypoints)
-    raise ValueError(f"unknown head '{name}' (known: sar, heatmap, heatmap_offset, regression, rle)")
+    """The head module from ``head.module`` (its ``_target_``), given the neck's channels and the spec's K."""
+    return build(head_module_config(head_cfg), "head.module", in_channels=in_channels, num_keypoints=num_keypoints)
 
 
 def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseModel, tuple[int, int]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from sar.evaluation.coco_ap import build_evaluator
 from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
 from sar.models.losses import build_loss
 from sar.models.pose_model import build_pose_model
+from sar.systems.base import PoseSystem
 from sar.systems.optim import layer_decay_param_groups
 from sar.utils.scale import compute_scaling, describe_scaling, effective_lr
 
@@ -89,22 +89,21 @@ def broadcast_from_zero(value: Any) -> Any:
     return box[0]
 
 
-class TopDownSystem(pl.LightningModule):
+class TopDownSystem(PoseSystem):
+    """Top-down 2D pose (task.system of conf/task/topdown.yaml): crops in, keypoints in image pixels out."""
+
     def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__()
-        self.save_hyperparameters({"cfg": cfg})
-        self.cfg = cfg
+        super().__init__(cfg)
+        cfg = self.cfg
         self.spec = load_spec(cfg["dataset"]["spec"])
         self.model, self.heatmap_size = build_pose_model(cfg, self.spec.num_keypoints)
-        codec_cfg = dict(cfg["head"]["codec"], input_size=list(cfg["input_size"]), heatmap_size=list(self.heatmap_size))
-        self.codec = build_codec(codec_cfg)
+        self.codec = build_codec(cfg["head"]["codec"], input_size=list(cfg["input_size"]),
+                                 heatmap_size=list(self.heatmap_size))
         self.loss = build_loss(cfg["head"]["loss"])
         self.flip_test = bool(cfg["task"].get("flip_test", True))
         self.register_buffer("flip_indices", torch.as_tensor(self.spec.flip_indices, dtype=torch.long), persistent=False)
         self._preds: dict[int, list[dict]] = {}
         self._vis: list[tuple[torch.Tensor, np.ndarray]] = []  # crops kept for W&B prediction images
-        self.results_dir: Path | None = None  # set to write the COCO results json on validation
-        self.last_metrics: dict[str, float] = {}
         self.evaluator: Any = None  # built once in setup() from the attached DataModule's val set
         self._gt: dict[str, Any] | None = None  # its ground truth for keypoint error / PCK
 
@@ -242,6 +241,36 @@ class TopDownSystem(pl.LightningModule):
         # strict PCK: fraction of labelled keypoints with error <= 0.05 * max(w, h) of the GT box
         metrics["PCK@0.05"] = float(pck(preds[gt_loader], gt, alpha=0.05))
         return {k: float(v) for k, v in metrics.items()}
+
+    # -- export (sar.export) -----------------------------------------------------------------------------
+    def export_network(self) -> torch.nn.Module:
+        return self.model
+
+    def export_example(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        w, h = (int(v) for v in self.cfg["input_size"])
+        return torch.randn(batch, 3, h, w, generator=generator)
+
+    def export_metadata(self, output_names: Any, output_shapes: Any) -> dict[str, Any]:
+        """Input normalisation, outputs, codec (with its sizes), flip and box padding, keypoint spec."""
+        from sar.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        cfg = self.cfg
+        w, h = (int(v) for v in cfg["input_size"])
+        return {
+            "input": {"name": "image", "shape": ["batch", 3, h, w], "input_size_wh": [w, h], "channel_order": "RGB",
+                      "mean": [float(v) for v in IMAGENET_MEAN], "std": [float(v) for v in IMAGENET_STD],
+                      "scale": "pixel / 255, then (x - mean) / std"},
+            "outputs": {name: output_shapes[name] for name in output_names},
+            "head": cfg["head"]["name"],
+            "codec": {**dict(cfg["head"]["codec"]), "input_size": [w, h], "heatmap_size": list(self.heatmap_size)},
+            "flip_test": bool(self.flip_test),
+            "padding": float(cfg["task"]["padding"]),
+            "spec": self.spec.name,
+            "keypoint_names": list(self.spec.keypoint_names),
+            "flip_indices": list(self.spec.flip_indices),
+            "skeleton": [list(link) for link in self.spec.skeleton],
+            "decoding": "docs/export.md",
+        }
 
     # -- optimisation ------------------------------------------------------------------------------
     def scaled_lr(self) -> float:

@@ -1,8 +1,9 @@
 """Rebuild a trained model from a checkpoint file alone (used by `sar.evaluate`, `sar.predict`, `sar.export`).
 
 A checkpoint written by `python -m sar.train` carries the resolved run config in
-``hyper_parameters["cfg"]`` (see :class:`sar.systems.topdown.TopDownSystem`), hence the network, the codec and
-the keypoint spec (``cfg["dataset"]["spec"]``). Nothing else (no config file, no dataset) is needed.
+``hyper_parameters["cfg"]``, hence the task's LightningModule (``task.system``), the network, the codec and the
+keypoint spec (``cfg["dataset"]["spec"]``). Nothing else (no config file, no dataset) is needed. Configs stored
+before the ``_target_`` composition are translated on load (:func:`sar.build.upgrade_config`).
 """
 
 from __future__ import annotations
@@ -75,9 +76,11 @@ def checkpoint_config(ckpt: Mapping[str, Any] | str | os.PathLike[str], source: 
     if not isinstance(cfg, Mapping):
         raise CheckpointError(
             f"{source}: not a readable sar checkpoint: no run config in hyper_parameters['cfg']; only checkpoints "
-            "written by `python -m sar.train` (TopDownSystem) can be used"
+            "written by `python -m sar.train` can be used"
         )
-    return copy.deepcopy(dict(cfg))
+    from sar.build import upgrade_config  # a config stored before the _target_ composition is translated
+
+    return upgrade_config(copy.deepcopy(dict(cfg)))
 
 
 def inference_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,15 +96,16 @@ def load_system(
     cfg: Mapping[str, Any] | None = None,
     map_location: str | torch.device = "cpu",
 ):
-    """:class:`TopDownSystem` with the checkpoint's weights, in eval mode.
+    """The task's LightningModule (``task.system`` of the stored config, :func:`sar.build.build_system`) with the
+    checkpoint's weights, in eval mode.
 
     ``cfg`` replaces the checkpoint's config (e.g. with evaluation knobs changed); it must describe the same
     network, which ``load_state_dict(strict=True)`` checks.
     """
-    from sar.systems.topdown import TopDownSystem
+    from sar.build import build_system
 
     data = read_checkpoint(path)
     cfg = inference_config(cfg if cfg is not None else checkpoint_config(data, source=str(path)))
-    system = TopDownSystem(cfg)
+    system = build_system(cfg)
     system.load_state_dict(data["state_dict"], strict=True)
     return system.to(map_location).eval()

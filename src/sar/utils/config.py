@@ -10,12 +10,15 @@ from rich import print as rprint
 from rich.syntax import Syntax
 from rich.tree import Tree
 
-GROUP_ORDER = ("task", "dataset", "backbone", "head", "trainer", "logger", "optim")
+from sar.conf import CONF_DIR  # the installed config tree (conf/ of the repository)
+
+GROUP_ORDER = ("task", "dataset", "backbone", "head", "trainer", "logger", "optim", "callbacks")
 
 
 def print_config(cfg: DictConfig) -> None:
     """Print the resolved config, one branch per config group (the rest under 'run')."""
     tree = Tree("[bold]config[/bold]")
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # parts may refer to each other
     rest = {k: v for k, v in cfg.items() if k not in GROUP_ORDER}
     for name in GROUP_ORDER:
         if name in cfg:
@@ -33,9 +36,6 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def default_augmentation() -> dict[str, Any]:
