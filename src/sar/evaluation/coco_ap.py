@@ -50,11 +50,14 @@ from sar.evaluation.results import write_json_atomic
 
 __all__ = [
     "CROWD_METRIC_NAMES",
+    "EVALUATORS",
     "METRIC_NAMES",
     "WHOLEBODY_FIELDS",
     "CocoEvaluator",
     "CrowdPoseEvaluator",
     "WholeBodyEvaluator",
+    "build_evaluator",
+    "evaluator_name",
     "instance_score",
     "oks_iou",
     "oks_nms",
@@ -686,6 +689,7 @@ class WholeBodyEvaluator:
 
 #: The top-down evaluators a dataset config names with its ``evaluator`` key (``mpii``: PCKh,
 #: :class:`sar.evaluation.pck.MpiiEvaluator`, which takes the dataset's ``headbox_file``).
+#: Evaluators by the names configs used before evaluators were built from ``_target_`` (old checkpoints).
 EVALUATORS: dict[str, type] = {
     "coco": CocoEvaluator,
     "crowdpose": CrowdPoseEvaluator,
@@ -694,8 +698,23 @@ EVALUATORS: dict[str, type] = {
 }
 
 
-def build_evaluator(kind: str, ann_file: str | os.PathLike[str] | Mapping[str, Any], spec: Any, **kwargs: Any):
-    """``EVALUATORS[kind](ann_file, spec, **kwargs)``; ``spec`` is the dataset's KeypointSpec."""
-    if kind not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {kind!r} (known: {', '.join(EVALUATORS)})")
-    return EVALUATORS[kind](ann_file, spec, **kwargs)
+def evaluator_name(cfg: str | Mapping[str, Any]) -> str:
+    """A short name of an evaluator config: the old name itself, or the class name without ``Evaluator``
+    (``sar.evaluation.coco_ap.CocoEvaluator`` -> ``coco``)."""
+    if isinstance(cfg, str):
+        return cfg
+    return str(cfg["_target_"]).rsplit(".", 1)[-1].removesuffix("Evaluator").lower()
+
+
+def build_evaluator(cfg: str | Mapping[str, Any], ann_file: str | os.PathLike[str] | Mapping[str, Any], spec: Any,
+                    **kwargs: Any):
+    """The evaluator of ``dataset.evaluator`` (its ``_target_`` and options; an old config's name is looked up in
+    :data:`EVALUATORS`), called with the ground truth, the dataset's KeypointSpec and ``kwargs`` (the task's
+    evaluation settings and the DataModule's dataset-specific options)."""
+    if isinstance(cfg, str):
+        if cfg not in EVALUATORS:
+            raise ValueError(f"unknown evaluator {cfg!r} (known: {', '.join(EVALUATORS)})")
+        return EVALUATORS[cfg](ann_file, spec, **kwargs)
+    from sar.utils.instantiate import build
+
+    return build(cfg, "dataset.evaluator", ann_file, spec, **kwargs)

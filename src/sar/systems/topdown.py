@@ -7,7 +7,6 @@ can rebuild the model and its codec from the file alone.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,8 @@ from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
 from sar.models.losses import build_loss
 from sar.models.pose_model import build_pose_model
 from sar.systems.base import PoseSystem
-from sar.systems.optim import layer_decay_param_groups
+from sar.systems.optim import layer_decay_param_groups, lr_factor  # noqa: F401 - lr_factor: re-exported
+from sar.utils.instantiate import build
 from sar.utils.scale import compute_scaling, describe_scaling, effective_lr
 
 log = logging.getLogger(__name__)
@@ -30,22 +30,6 @@ log = logging.getLogger(__name__)
 def apply_affine(matrices: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Apply per-sample (B,2,3) affine matrices to (B,K,2) points."""
     return torch.einsum("bij,bkj->bki", matrices[:, :, :2], points) + matrices[:, None, :, 2]
-
-
-def lr_factor(step: int, warmup_iters: int, warmup_ratio: float, total_steps: int, scheduler: str,
-              milestone_steps: list[int], gamma: float) -> float:
-    """Learning-rate multiplier at an optimiser step: linear warm-up, then cosine or step decay."""
-    factor = 1.0
-    if scheduler == "cosine":
-        progress = min(max(step, 0) / max(total_steps, 1), 1.0)
-        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif scheduler == "multistep":
-        factor = gamma ** sum(step >= m for m in milestone_steps)
-    elif scheduler != "none":
-        raise ValueError(f"unknown scheduler '{scheduler}' (cosine, multistep, none)")
-    if warmup_iters > 0 and step < warmup_iters:
-        factor *= warmup_ratio + (1.0 - warmup_ratio) * step / warmup_iters
-    return factor
 
 
 def _dist_ready() -> bool:
@@ -117,7 +101,7 @@ class TopDownSystem(PoseSystem):
     def build_evaluator(self, dm: Any) -> Any:
         ev = self.cfg["task"]["evaluation"]
         self.evaluator = build_evaluator(
-            str(self.cfg["dataset"].get("evaluator", "coco")), dm.val_ann_file, self.spec,
+            self.cfg["dataset"]["evaluator"], dm.val_ann_file, self.spec,
             use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]), kpt_score_thr=float(ev["kpt_score_thr"]),
             score_mode=str(ev["score_mode"]), **getattr(dm, "evaluator_options", {}),
         )
@@ -291,31 +275,19 @@ class TopDownSystem(PoseSystem):
         return float(actual["lr"])
 
     def configure_optimizers(self):
+        """``optim.optimizer`` (its ``_target_``, given the parameters and the effective lr; with
+        ``optim.layer_decay`` the ViT layer-wise groups) and the per-step ``optim.lr_scheduler``."""
         o = self.cfg["optim"]
         lr = self.scaled_lr()
-        params = [p for p in self.parameters() if p.requires_grad]
-        if o["name"] == "adam":
-            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=float(o.get("weight_decay", 0.0)))
-        elif o["name"] == "adamw":
-            if o.get("layer_decay") not in (None, 1.0):  # ViT layer-wise lr decay (sar.systems.optim)
-                params = layer_decay_param_groups(self, lr, float(o.get("weight_decay", 0.01)),
-                                                  float(o["layer_decay"]))
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(o.get("weight_decay", 0.01)))
-        else:
-            raise ValueError(f"unknown optimiser '{o['name']}' (adam, adamw)")
-        # The schedule length is read lazily, at the first step: asking the trainer for it here would build the
-        # train loader's iterator before a resumed run restores the loader's position (sar.data.sampler).
-        schedule: dict[str, Any] = {}
+        params: Any = [p for p in self.parameters() if p.requires_grad]
+        if o.get("layer_decay") not in (None, 1.0):  # ViT layer-wise lr decay (sar.systems.optim)
+            params = layer_decay_param_groups(self, lr, float(o["weight_decay"]), float(o["layer_decay"]))
+        optimizer = build(o["optimizer"], "optim.optimizer", params=params, lr=lr)
 
-        def fn(step: int) -> float:
-            if not schedule and step > 0:
-                total = int(self.trainer.estimated_stepping_batches)
-                per_epoch = max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
-                schedule.update(total=total, milestones=[int(m) * per_epoch for m in o.get("milestones", [])])
-            return lr_factor(step, int(o.get("warmup_iters", 0)), float(o.get("warmup_ratio", 0.001)),
-                             schedule.get("total", 1), str(o.get("scheduler", "none")),
-                             schedule.get("milestones", [1 << 62] * len(o.get("milestones", []))),
-                             float(o.get("gamma", 0.1)))
+        def schedule_length() -> tuple[int, int]:
+            total = int(self.trainer.estimated_stepping_batches)
+            return total, max(total // max(int(self.trainer.max_epochs or 1), 1), 1)
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        scheduler = build(o["lr_scheduler"], "optim.lr_scheduler", optimizer=optimizer,
+                          schedule_length=schedule_length)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 __all__ = ["build", "call_target"]
 
 
-def build(cfg: Mapping[str, Any] | DictConfig, what: str, /, **kwargs: Any) -> Any:
+def build(cfg: Mapping[str, Any] | DictConfig, what: str, /, *args: Any, **kwargs: Any) -> Any:
     """``instantiate(cfg, **kwargs)`` (containers converted to plain Python); a ValueError naming ``what`` (e.g.
     ``"head.loss"``) when the config has no ``_target_`` or the target refuses its arguments."""
     if isinstance(cfg, DictConfig):
@@ -25,7 +25,7 @@ def build(cfg: Mapping[str, Any] | DictConfig, what: str, /, **kwargs: Any) -> A
         keys = sorted(cfg) if isinstance(cfg, Mapping) else type(cfg).__name__
         raise ValueError(f"{what}: the config needs a _target_ (the class or function to build), got {keys}")
     try:  # partial first: the run-time arguments (objects, whole configs) are passed as they are
-        return instantiate(dict(cfg), _convert_="all", _partial_=True)(**kwargs)
+        return instantiate(dict(cfg), _convert_="all", _partial_=True)(*args, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise ValueError(f"{what} ({cfg['_target_']}): {cause}") from err
