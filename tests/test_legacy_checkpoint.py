@@ -24,6 +24,9 @@ def legacy(cfg: dict) -> dict:
     head.pop("module")
     head["codec"] = {"type": "sar", **{k: v for k, v in head["codec"].items() if k != "_target_"}}
     head["loss"] = {"type": "sar", **{k: v for k, v in head["loss"].items() if k != "_target_"}}
+    for key in ("optimizer", "lr_scheduler"):
+        cfg["optim"].pop(key)
+    cfg["dataset"]["evaluator"] = "coco"
     return cfg
 
 
@@ -37,6 +40,7 @@ def test_old_checkpoint_loads_and_predicts_the_same(tmp_path: Path) -> None:
 
     translated = checkpoint_config(old_file)
     assert translated["task"]["system"]["_target_"] == "sar.systems.topdown.TopDownSystem"
+    assert translated["optim"]["optimizer"] == {"_target_": "torch.optim.Adam", "weight_decay": 0.0}
     assert upgrade_config(translated) == translated  # a current config passes unchanged
     new, old = load_system(new_file), load_system(old_file)
     assert type(old.codec) is type(new.codec) and old.codec.sigma == new.codec.sigma

@@ -43,6 +43,19 @@ def upgrade_config(config: Mapping[str, Any]) -> dict[str, Any]:
         task = {**LEGACY_TASK, **task}
         config.setdefault("family", {"name": "topdown"})
     config["task"] = task
+    optim = dict(config.get("optim") or {})
+    if optim and "optimizer" not in optim:  # before optim.optimizer / optim.lr_scheduler were _target_ configs
+        names = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
+        if optim.get("name") not in names:
+            raise ValueError(f"config with optimiser {optim.get('name')!r} names no optim.optimizer")
+        default_wd = 0.0 if optim["name"] == "adam" else 0.01  # what code used when the file had no weight_decay
+        optim["optimizer"] = {"_target_": names[optim["name"]], "weight_decay": optim.get("weight_decay", default_wd)}
+        optim["lr_scheduler"] = {
+            "_target_": "sar.systems.optim.warmup_schedule", "warmup_iters": optim.get("warmup_iters", 0),
+            "warmup_ratio": optim.get("warmup_ratio", 0.001), "decay": optim.get("scheduler", "none"),
+            "milestones": list(optim.get("milestones", [])), "gamma": optim.get("gamma", 0.1),
+        }
+        config["optim"] = optim
     return config
 
 
