@@ -23,11 +23,11 @@ def test_bad_arguments_are_one_line(main, args, expected) -> None:
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["trainer.max_epoch=3"], "sar.train: unknown key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?); "
-                              "accepted under trainer: _target_, accelerator"),
-    (["head=heatmap", "head.codec.sigmaa=3"], "sar.train: unknown key 'head.codec.sigmaa' (did you mean "
-                                              "'head.codec.sigma'?); accepted under head.codec: _target_, sigma, "
-                                              "unbiased, blur_kernel"),
+    (["trainer.max_epoch=3"], ("sar.train: unknown key 'trainer.max_epoch' (did you mean 'trainer.max_epochs'?); "
+                               "accepted under trainer: _target_, accelerator")),
+    (["head=heatmap", "head.codec.sigmaa=3"], ("sar.train: unknown key 'head.codec.sigmaa' (did you mean "
+                                               "'head.codec.sigma'?); accepted under head.codec: _target_, sigma, "
+                                               "unbiased, blur_kernel")),
 ])
 def test_hydra_entry_points_name_a_misspelt_key(argv, expected) -> None:
     from sar.utils.cli import check_overrides

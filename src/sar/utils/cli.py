@@ -52,7 +52,7 @@ def check_overrides(argv: Sequence[str], config_name: str, prog: str) -> None:
     from hydra.errors import HydraException
     from omegaconf import DictConfig
 
-    if any(a.startswith("-") or a.startswith("hydra.searchpath") for a in argv):
+    if any(a.startswith(("-", "hydra.searchpath")) for a in argv):
         return
     items = [a for a in argv if "=" in a and not a.startswith(("+", "~", "hydra.", "hydra/"))]
     GlobalHydra.instance().clear()
