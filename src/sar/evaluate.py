@@ -38,7 +38,8 @@ from sar.build import build_task
 from sar.data.spec import load_spec
 from sar.evaluation.results import report_metrics
 from sar.utils.checkpoint import checkpoint_config, inference_config
-from sar.utils.config import print_config, save_config
+from sar.utils.config import CONF_DIR, print_config, save_config
+from sar.utils.config_keys import require
 
 log = logging.getLogger("sar.evaluate")
 
@@ -53,25 +54,44 @@ def rewrite_dataset_overrides(argv: Sequence[str]) -> list[str]:
     return ["++" + a if a.startswith("dataset.") else a for a in argv]
 
 
+#: The keys of conf/evaluate.yaml that say what to change in the checkpoint's run config.
+EVAL_KNOBS: tuple[str, ...] = ("flip_test", "evaluation", "batch_size", "num_workers", "trainer")
+
+
+def evaluation_knobs(eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The knobs of ``eval_cfg`` (:data:`EVAL_KNOBS`) over those of conf/evaluate.yaml, the only source of their
+    defaults: a composed evaluate config has them all already; a partial one (a library caller's) gets the file's
+    values for the rest."""
+    base = OmegaConf.load(CONF_DIR / "evaluate.yaml")
+    given = {k: eval_cfg[k] for k in EVAL_KNOBS if k in eval_cfg}
+    merged = OmegaConf.merge(OmegaConf.create({k: base[k] for k in EVAL_KNOBS}), OmegaConf.create(given))
+    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
+
+
 def resolve_trainer(eval_trainer: Mapping[str, Any], ckpt_trainer: Mapping[str, Any]) -> dict[str, Any]:
-    """Trainer settings of the evaluation (see ``conf/evaluate.yaml``)."""
-    accelerator = eval_trainer.get("accelerator") or ckpt_trainer.get("accelerator") or "cpu"
+    """Trainer settings of the evaluation: ``eval_trainer`` is the ``trainer`` block of conf/evaluate.yaml (every
+    key present), ``ckpt_trainer`` the checkpoint's."""
+    def key(name: str) -> Any:
+        return require(eval_trainer, name, "trainer")
+
+    # null: the checkpoint's accelerator (cpu if it has none)
+    accelerator = key("accelerator") or require(ckpt_trainer, "accelerator", "trainer") or "cpu"
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         log.warning("the checkpoint was trained with accelerator=%s, but no GPU is visible: evaluating on the CPU "
                     "(set trainer.accelerator to choose)", accelerator)
         accelerator = "cpu"
-    precision = eval_trainer.get("precision")
+    precision = key("precision")
     if precision is None:
-        precision = 32 if accelerator == "cpu" else ckpt_trainer.get("precision", 32)
+        precision = 32 if accelerator == "cpu" else require(ckpt_trainer, "precision", "trainer")
     out = {
         "accelerator": accelerator,
-        "devices": eval_trainer.get("devices", 1),
-        "strategy": eval_trainer.get("strategy") or "auto",
+        "devices": key("devices"),
+        "strategy": key("strategy") or "auto",  # null: Lightning's default
         "precision": precision,
     }
-    if eval_trainer.get("limit_val_batches") is not None:
+    if key("limit_val_batches") is not None:
         out["limit_val_batches"] = eval_trainer["limit_val_batches"]
     return out
 
@@ -84,7 +104,7 @@ def build_run_config(
     Raises ``ValueError`` when the new dataset's keypoints are not the ones the network predicts.
     """
     run = copy.deepcopy(dict(ckpt_cfg))
-    new_dataset = eval_cfg.get("dataset")
+    new_dataset = eval_cfg.get("dataset")  # conf/evaluate.yaml's defaults list leaves it out unless chosen
     if dataset_choice is not None:
         run["dataset"] = copy.deepcopy(dict(new_dataset))
     elif new_dataset:
@@ -94,24 +114,24 @@ def build_run_config(
     target = load_spec(run["dataset"]["spec"])
     if target.keypoint_names != trained.keypoint_names:
         raise ValueError(
-            f"dataset {run['dataset'].get('name')!r} uses keypoint spec {target.name!r} ({target.num_keypoints} "
+            f"dataset {run['dataset']['name']!r} uses keypoint spec {target.name!r} ({target.num_keypoints} "
             f"keypoints), but the checkpoint {ckpt} predicts spec {trained.name!r} ({trained.num_keypoints} "
             "keypoints): evaluate it on a dataset with the same keypoints"
         )
 
+    knobs = evaluation_knobs(eval_cfg)  # null: keep the checkpoint's value
     task = run["task"] = dict(run["task"])
-    if eval_cfg.get("flip_test") is not None:
-        task["flip_test"] = bool(eval_cfg["flip_test"])
+    if knobs["flip_test"] is not None:
+        task["flip_test"] = bool(knobs["flip_test"])
     task["evaluation"] = dict(task["evaluation"])
-    for key, value in (eval_cfg.get("evaluation") or {}).items():
+    for key, value in knobs["evaluation"].items():
         if value is not None:
             task["evaluation"][key] = value
-    if eval_cfg.get("batch_size") is not None:
-        run["dataset"]["val_batch_size"] = int(eval_cfg["batch_size"])
-    if eval_cfg.get("num_workers") is not None:
-        run["dataset"]["num_workers"] = int(eval_cfg["num_workers"])
-    run["trainer"] = {**dict(run.get("trainer") or {}),
-                      **resolve_trainer(eval_cfg.get("trainer") or {}, run.get("trainer") or {})}
+    if knobs["batch_size"] is not None:
+        run["dataset"]["val_batch_size"] = int(knobs["batch_size"])
+    if knobs["num_workers"] is not None:
+        run["dataset"]["num_workers"] = int(knobs["num_workers"])
+    run["trainer"] = {**dict(run["trainer"]), **resolve_trainer(knobs["trainer"], run["trainer"])}
     run["evaluate"] = {"ckpt": ckpt, "dataset": dataset_choice or "checkpoint"}
     return inference_config(run)
 
@@ -133,8 +153,8 @@ def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str,
     start = time.time()
     trainer.validate(system, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     result: dict[str, Any] = {
-        "run_dir": str(run_dir), "checkpoint": ckpt, "dataset": config["dataset"].get("name"),
-        "evaluator": config["dataset"].get("evaluator", "coco"), "eval_seconds": round(time.time() - start, 1),
+        "run_dir": str(run_dir), "checkpoint": ckpt, "dataset": config["dataset"]["name"],
+        "evaluator": config["dataset"]["evaluator"], "eval_seconds": round(time.time() - start, 1),
     }
     result.update(system.last_metrics)
     if trainer.is_global_zero:

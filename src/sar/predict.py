@@ -216,7 +216,7 @@ def predict_records(system, records: Sequence[Mapping[str, Any]], batch_size: in
     if not records:
         return out, failed
     dataset = TopDownDataset(records, system.spec, system.codec, train=False,
-                             padding=float(system.cfg["task"].get("padding", 1.25)))
+                             padding=float(system.cfg["task"]["padding"]))
     loader = DataLoader(_SkipUnreadable(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=_collate_skipping)
     for batch, batch_failed in loader:

@@ -28,6 +28,7 @@ from sar.utils.checkpoint_io import (
     remove_stale_temp_files,
 )
 from sar.utils.config import print_config, save_config, to_container
+from sar.utils.config_keys import require, with_stored_defaults
 from sar.utils.hydra_ddp import sweep_job
 from sar.utils.instantiate import build
 from sar.utils.loggers import build_logger
@@ -79,7 +80,8 @@ def finished_metrics(ckpt_path: str, config: dict[str, Any], run_dir: Path) -> d
     if not progress:
         return None
     trainer = config["trainer"]
-    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    # max_steps is an optional Trainer argument (+trainer.max_steps=...): absent, Lightning has no step limit
+    max_epochs, max_steps = trainer["max_epochs"], trainer.get("max_steps")
     done = max_epochs is not None and int(max_epochs) >= 0 and progress["epochs_completed"] >= int(max_epochs)
     done = done or (max_steps is not None and int(max_steps) > 0 and progress["global_step"] >= int(max_steps))
     if not done:
@@ -100,12 +102,15 @@ def check_resume_compatible(ckpt_path: str, config: dict[str, Any]) -> None:
     saved = (torch.load(ckpt_path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}).get("cfg")
     if not saved:
         return
-    def part(cfg: dict[str, Any], key: str) -> Any:  # the lr scaling may differ (another device count)
-        value = cfg.get(key)
+    # The stored config is data: it may predate keys, which get the values code used then (this run's config too,
+    # for the keys its options need not state, e.g. backbone.fpn_out_conv without the FPN neck).
+    saved, config = with_stored_defaults(saved), with_stored_defaults(config)
+
+    def part(value: Any) -> Any:  # the lr scaling may differ (another device count)
         return {k: v for k, v in value.items() if k != "scaled"} if isinstance(value, dict) else value
 
-    differ = [k for k in RESUME_KEYS if part(saved, k) != part(config, k)]
-    differ += [f"dataset.{k}" for k in ("name", "spec") if saved["dataset"].get(k) != config["dataset"].get(k)]
+    differ = [k for k in RESUME_KEYS if part(saved.get(k)) != part(config[k])]
+    differ += [f"dataset.{k}" for k in ("name", "spec") if saved["dataset"].get(k) != config["dataset"][k]]
     if differ:
         raise ValueError(
             f"cannot resume from {ckpt_path}: it was written by a run whose {', '.join(differ)} differ from this "
@@ -116,6 +121,7 @@ def check_resume_compatible(ckpt_path: str, config: dict[str, Any]) -> None:
 def merge_head_evaluation(cfg: DictConfig) -> None:
     """A head's ``evaluation:`` block overrides ``task.evaluation`` (e.g. SAR's keypoint-score threshold, see
     conf/head/sar.yaml); the merged values are what the saved config and the checkpoint carry."""
+    # head.evaluation is an optional block (only heads that change the evaluation have one, e.g. SAR's)
     head_eval = cfg.head.get("evaluation") if "head" in cfg else None
     if head_eval:
         with open_dict(cfg):
@@ -138,7 +144,7 @@ SAR_TRAINER_KEYS = ("checkpoint_every_n_steps",)
 
 def build_callbacks(config: dict[str, Any]) -> list[pl.Callback]:
     """The run's callbacks, in the order of the `callbacks` config (entries set to null are dropped)."""
-    return [build(cb, f"callbacks.{name}") for name, cb in (config.get("callbacks") or {}).items() if cb]
+    return [build(cb, f"callbacks.{name}") for name, cb in (require(config, "callbacks") or {}).items() if cb]
 
 
 def build_trainer(config: dict[str, Any], run_dir: Path, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
@@ -167,7 +173,7 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
         if (done := finished_metrics(ckpt_path, config, run_dir)) is not None:
             log.info("%s already finished this run (%s epochs; metrics in %s): nothing to do. Raise "
                      "trainer.max_epochs to continue it, or start a new run directory.", run_dir,
-                     config["trainer"].get("max_epochs"), run_dir / METRICS_FILENAME)
+                     config["trainer"]["max_epochs"], run_dir / METRICS_FILENAME)
             return {**done, "already_finished": True}
     print_config(cfg)
     save_config(cfg, run_dir)
@@ -187,7 +193,7 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
     train_seconds = time.time() - start
 
     result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
-    result["table"] = config.get("table")
+    result["table"] = config["table"]
     if cfg.final_eval:
         best = best_checkpoint_path(trainer) or str(ckpt_dir / LastCheckpoint.path_name)
         system.results_dir = run_dir

@@ -41,8 +41,9 @@ from sar.data.formats.mpii import load_mpii_instances
 from sar.data.image_check import check_record_images
 from sar.data.sampler import EpochSampler, ResumableLoader
 from sar.data.spec import KeypointSpec
-from sar.data.topdown import TopDownDataset
+from sar.data.topdown import AugConfig, TopDownDataset
 from sar.evaluation.keypoint_error import load_coco_dict
+from sar.utils.config_keys import require, with_stored_defaults
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +58,39 @@ def synthetic_config(dataset_cfg: Mapping[str, Any]):
 
 def resolve_dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
     """The directory holding the dataset: ``dataset.root`` when set, else the synthetic version (written in the
-    format ``dataset.synthetic.format``, default ``coco``, see :mod:`sar.data.synthetic_formats`), generated once
-    into ``dataset.cache_dir`` when missing."""
-    if dataset_cfg.get("root"):
+    format ``dataset.synthetic.format``, see :mod:`sar.data.synthetic_formats`), generated once into
+    ``dataset.cache_dir`` when missing."""
+    name = require(dataset_cfg, "name", "dataset")
+    if require(dataset_cfg, "root", "dataset"):
         root = Path(str(dataset_cfg["root"])).expanduser()
         if not root.exists():
-            raise FileNotFoundError(f"dataset.root {root} does not exist (dataset={dataset_cfg.get('name')})")
+            raise FileNotFoundError(f"dataset.root {root} does not exist (dataset={name})")
         return root
-    if dataset_cfg.get("synthetic") is None:
-        raise ValueError(f"dataset {dataset_cfg.get('name')}: set dataset.root to the benchmark directory")
+    synthetic = require(dataset_cfg, "synthetic", "dataset")
+    if synthetic is None:
+        raise ValueError(f"dataset {name}: set dataset.root to the benchmark directory")
     from sar.data.synthetic import ensure_synthetic
 
-    cache_dir = Path(str(dataset_cfg.get("cache_dir") or "data")).expanduser()
-    fmt = str(dict(dataset_cfg["synthetic"]).get("format") or "coco")
-    return ensure_synthetic(synthetic_config(dataset_cfg), cache_dir, fmt=fmt)
+    cache_dir = require(dataset_cfg, "cache_dir", "dataset")
+    if cache_dir in (None, ""):
+        raise ValueError(f"dataset {name}: dataset.cache_dir is null; set it to the folder the synthetic data is "
+                         "generated in (dataset.root is null)")
+    # Absent from the synthetic block of conf/dataset/synthetic.yaml (the plain COCO layout): coco.
+    fmt = str(dict(synthetic).get("format") or "coco")
+    return ensure_synthetic(synthetic_config(dataset_cfg), Path(str(cache_dir)).expanduser(), fmt=fmt)
 
 
 class TopDownDataModule(pl.LightningDataModule):
+    """``dataset_cfg`` must hold every key of :data:`CONFIG_KEYS` (checked here: a missing one raises naming it,
+    ``dataset.<key>``); ``headbox_file`` too with ``format: mpii``, and ``synthetic`` and ``cache_dir`` when
+    ``root`` is null (checked where they are read)."""
+
+    #: The ``dataset`` keys every top-down dataset config states (conf/dataset/*.yaml).
+    CONFIG_KEYS: tuple[str, ...] = (
+        "name", "root", "format", "train_ann", "train_images", "val_ann", "val_images", "val_bbox_file",
+        "det_score_thr", "min_keypoints", "batch_size", "val_batch_size", "num_workers",
+    )
+
     def __init__(
         self,
         dataset_cfg: Mapping[str, Any],
@@ -85,6 +102,8 @@ class TopDownDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.cfg = dict(dataset_cfg)
+        for key in self.CONFIG_KEYS:
+            require(self.cfg, key, "dataset")
         self.spec = spec
         self.codec = codec
         self.augmentation = dict(augmentation)
@@ -100,17 +119,20 @@ class TopDownDataModule(pl.LightningDataModule):
         """The DataModule of a run config (``task.datamodule`` of conf/task/topdown.yaml): the dataset config,
         the task's augmentation with the dataset's own block over it, the box padding and the seed; the keypoint
         spec and the codec are the system's (one codec object for targets and decoding)."""
-        task, dataset = config["task"], config["dataset"]
-        augmentation = {**task["augmentation"], **(dataset.get("augmentation") or {})}
-        return cls(dataset, system.spec, system.codec, augmentation, padding=float(task["padding"]),
-                   seed=int(config["seed"]))
+        config = with_stored_defaults(config)  # augmentation keys an older checkpoint's config predates
+        task, dataset = require(config, "task"), require(config, "dataset")
+        # dataset.augmentation is an optional block of overrides (only some dataset configs have one)
+        augmentation = {**require(task, "augmentation", "task"), **(dataset.get("augmentation") or {})}
+        AugConfig.from_config(augmentation, "task.augmentation")  # every setting present (and known)
+        return cls(dataset, system.spec, system.codec, augmentation, padding=float(require(task, "padding", "task")),
+                   seed=int(require(config, "seed")))
 
     # -- files -------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         resolve_dataset_root(self.cfg)
 
     def _path(self, key: str) -> Path | None:
-        value = self.cfg.get(key)
+        value = require(self.cfg, key, "dataset")
         if value in (None, ""):
             return None
         p = Path(str(value))
@@ -126,11 +148,12 @@ class TopDownDataModule(pl.LightningDataModule):
 
     @property
     def format(self) -> str:
-        return str(self.cfg.get("format") or "coco")
+        return str(self.cfg["format"])
 
     @property
     def results_only(self) -> bool:
         """``dataset.results_only``, or (null) whether the COCO-format val file lacks annotations."""
+        # Optional: only conf/dataset/coco.yaml states it (null, as when absent: automatic).
         value = self.cfg.get("results_only")
         if value is not None:
             return bool(value)
@@ -169,7 +192,7 @@ class TopDownDataModule(pl.LightningDataModule):
         batch): an empty one, or a batch larger than it, would end the run with no step and no checkpoint."""
         if not records:
             raise ValueError(f"train set {ann_file}: 0 instances (no usable person annotation: check the file, "
-                             f"dataset.train_images and dataset.min_keypoints={self.cfg.get('min_keypoints', 1)})")
+                             f"dataset.train_images and dataset.min_keypoints={self.cfg['min_keypoints']})")
         batch_size = int(self.cfg["batch_size"])
         trainer = self.trainer  # attached by Lightning before setup; None otherwise (tests, sar.evaluate)
         world = max(int(getattr(trainer, "world_size", 1) or 1), 1) if trainer is not None else 1
@@ -181,7 +204,7 @@ class TopDownDataModule(pl.LightningDataModule):
 
     def _detection_skips(self, bbox_file: Path) -> str:
         """How the detections of ``bbox_file`` divide into kept and skipped (the reader's rules, for errors)."""
-        thr = float(self.cfg.get("det_score_thr", 0.0))
+        thr = float(self.cfg["det_score_thr"])
         try:
             detections = read_json(bbox_file)
             counts = {"non-person": 0, "below": 0, "empty": 0}
@@ -207,7 +230,7 @@ class TopDownDataModule(pl.LightningDataModule):
             crowd = sum(1 for a in annotations if isinstance(a, Mapping) and a.get("iscrowd", 0))
         except (OSError, ValueError, TypeError):
             return "its annotations could not be counted"
-        min_kpts = self.cfg.get("min_keypoints", 1)
+        min_kpts = self.cfg["min_keypoints"]
         return (f"the file has {len(annotations)} annotations: {crowd} crowd, {len(annotations) - crowd} with fewer "
                 f"than dataset.min_keypoints={min_kpts} labelled keypoints or an empty box")
 
@@ -222,13 +245,13 @@ class TopDownDataModule(pl.LightningDataModule):
         that are not empty, and every image of every split present, readable and complete
         (:mod:`sar.data.image_check`). Errors name the file."""
         self.root = resolve_dataset_root(self.cfg)
-        min_kpts = int(self.cfg.get("min_keypoints", 1))
+        min_kpts = int(self.cfg["min_keypoints"])
         train_records = None
         checks: list[tuple[str, list]] = []
         if stage in (None, "fit") and self.train_set is None:
             train_ann = self._path("train_ann")
             if train_ann is None:
-                raise ValueError(f"dataset {self.cfg.get('name')} has no training split (train_ann is null): train on "
+                raise ValueError(f"dataset {self.cfg['name']} has no training split (train_ann is null): train on "
                                  "another dataset and evaluate here with `python -m sar.evaluate`")
             if self.format == "mpii":
                 train_records = load_mpii_instances(train_ann, self._path("train_images"), self.spec)
@@ -267,7 +290,7 @@ class TopDownDataModule(pl.LightningDataModule):
         if self.uses_detector_boxes:
             bbox_file = self._path("val_bbox_file")
             det = load_coco_instances(
-                ann, images, self.spec, bbox_file=bbox_file, det_score_thr=float(self.cfg.get("det_score_thr", 0.0)),
+                ann, images, self.spec, bbox_file=bbox_file, det_score_thr=float(self.cfg["det_score_thr"]),
             )
             if not det:
                 raise ValueError(f"val detections {bbox_file}: 0 person boxes for the images of {ann} "
@@ -289,7 +312,7 @@ class TopDownDataModule(pl.LightningDataModule):
 
     # -- loaders -----------------------------------------------------------------------------------
     def _loader(self, dataset: TopDownDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = int(self.cfg.get("num_workers", 0))
+        workers = int(self.cfg["num_workers"])
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=shuffle,
             persistent_workers=workers > 0,
@@ -297,7 +320,7 @@ class TopDownDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch) and resumable mid-epoch (sar.data.sampler)."""
-        workers = int(self.cfg.get("num_workers", 0))
+        workers = int(self.cfg["num_workers"])
         return ResumableLoader(
             self.train_set, batch_size=int(self.cfg["batch_size"]), sampler=EpochSampler(len(self.train_set), self.seed),
             num_workers=workers, drop_last=True, persistent_workers=workers > 0, progress=self._train_progress,
@@ -311,5 +334,5 @@ class TopDownDataModule(pl.LightningDataModule):
         return int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def val_dataloader(self) -> list[DataLoader]:
-        bs = int(self.cfg.get("val_batch_size", self.cfg["batch_size"]))
+        bs = int(self.cfg["val_batch_size"])
         return [self._loader(ds, bs, shuffle=False) for ds in self.val_sets]

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from sar.data import transforms as T
 from sar.data.image_check import ImageReadError, truncation_problem
+from sar.utils.config_keys import require
 
 __all__ = ["AugConfig", "TopDownDataset", "read_image"]
 
@@ -59,8 +60,18 @@ class AugConfig:
     photometric: bool = False
 
     @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], where: str = "task.augmentation") -> AugConfig:
+        """Build from a run config's block (``where`` names it in errors): every setting must be there, since the
+        YAML is the only source of their values (conf/task/topdown.yaml states them all; the field defaults
+        above, the same values, serve direct library use). A missing or unknown key raises naming it."""
+        for field in dataclasses.fields(cls):
+            require(cfg, field.name, where)
+        return cls.from_mapping(cfg)
+
+    @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any] | None) -> AugConfig:
-        """Build from a config mapping (e.g. Hydra's ``task.augmentation``); unknown keys raise."""
+        """Build from a mapping (missing keys keep the field defaults, for direct use; a run config's block goes
+        through :meth:`from_config`); unknown keys raise."""
         if cfg is None:
             return cls()
         if isinstance(cfg, AugConfig):

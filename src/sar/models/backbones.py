@@ -50,6 +50,8 @@ from timm.models._features import FeatureGetterNet
 from timm.models.hrnet import HighResolutionNetFeatures
 from torch import nn
 
+from sar.utils.config_keys import require
+
 __all__ = ["TimmBackbone", "build_backbone", "build_backbone_from_cfg", "load_backbone_weights"]
 
 log = logging.getLogger(__name__)
@@ -211,35 +213,39 @@ def build_backbone(
 def build_backbone_from_cfg(bcfg: Mapping[str, Any], input_size: Sequence[int]) -> TimmBackbone:
     """The ``backbone`` config group -> TimmBackbone (keys documented in docs/backbones.md).
 
-    ``timm_name``, ``pretrained``, ``out_indices`` (default: the last level), ``feature_norm``, ``timm_kwargs``
-    (passed to ``timm.create_model``), ``set_img_size`` (pass ``img_size=(h, w)`` from ``input_size`` (w, h):
-    a ViT's position embedding is built for the configured input), ``input_multiple`` (input width and height
-    must be multiples of it, e.g. 32 for HRNet, whose lowest branch has stride 32 although the head reads the
-    stride-4 one), and the documented ``channels`` / ``stride`` of the map the head reads, checked when
-    present and not null.
+    ``timm_name``, ``pretrained``, ``out_indices`` (null: the last level), ``feature_norm``, ``timm_kwargs``
+    (passed to ``timm.create_model``; null: none), ``set_img_size`` (pass ``img_size=(h, w)`` from ``input_size``
+    (w, h): a ViT's position embedding is built for the configured input), ``input_multiple`` (input width and
+    height must be multiples of it, e.g. 32 for HRNet, whose lowest branch has stride 32 although the head reads
+    the stride-4 one; null: no rule), and the documented ``channels`` / ``stride`` of the map the head reads,
+    checked when not null. Every key must be in the config (conf/backbone/<name>.yaml states them all); a missing
+    one raises naming it (``backbone.<key>``).
     """
+    def key(name: str) -> Any:
+        return require(bcfg, name, "backbone")
+
     w, h = (int(v) for v in input_size)
-    multiple = bcfg.get("input_multiple")
+    timm_name = key("timm_name")
+    multiple = key("input_multiple")
     if multiple is not None and (w % int(multiple) or h % int(multiple)):
         raise ValueError(
-            f"input_size {w}x{h} must be a multiple of {multiple} for backbone "
-            f"'{bcfg.get('name', bcfg['timm_name'])}' (backbone.input_multiple)"
+            f"input_size {w}x{h} must be a multiple of {multiple} for backbone {timm_name} (backbone.input_multiple)"
         )
-    kwargs = dict(bcfg.get("timm_kwargs") or {})
-    if bcfg.get("set_img_size", False):
+    kwargs = dict(key("timm_kwargs") or {})
+    if key("set_img_size"):
         kwargs["img_size"] = (h, w)
+    documented = {name: key(name) for name in ("channels", "stride")}
     backbone = build_backbone(
-        bcfg["timm_name"],
-        pretrained=bcfg.get("pretrained", False),
-        out_indices=bcfg.get("out_indices"),
-        feature_norm=bool(bcfg.get("feature_norm", False)),
+        timm_name,
+        pretrained=key("pretrained"),
+        out_indices=key("out_indices"),
+        feature_norm=bool(key("feature_norm")),
         **kwargs,
     )
-    for key, actual in (("channels", backbone.channels[-1]), ("stride", backbone.strides[-1])):
-        documented = bcfg.get(key)
-        if documented is not None and int(documented) != int(actual):
+    for name, actual in (("channels", backbone.channels[-1]), ("stride", backbone.strides[-1])):
+        if documented[name] is not None and int(documented[name]) != int(actual):
             raise ValueError(
-                f"backbone '{bcfg.get('name', bcfg['timm_name'])}' documents {key}={documented} but timm model "
-                f"{bcfg['timm_name']} gives {actual}; fix the backbone config (or set backbone.{key}=null)"
+                f"the backbone config documents {name}={documented[name]} but timm model {timm_name} gives "
+                f"{actual}; fix it (or set backbone.{name}=null)"
             )
     return backbone

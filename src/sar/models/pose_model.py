@@ -15,6 +15,7 @@ from torch import nn
 
 from sar.models.backbones import build_backbone_from_cfg
 from sar.models.necks import DeconvNeck, FPNNeck, resolve_deconv_layers
+from sar.utils.config_keys import require, with_stored_defaults
 from sar.utils.instantiate import build
 
 
@@ -55,6 +56,8 @@ def head_module_config(head_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """``head.module``: the network module's ``_target_`` config (translated for an old config without one)."""
     if "module" in head_cfg:
         return dict(head_cfg["module"])
+    # An old config: its fallbacks stay (they translate configs stored before head.module existed, whose SAR
+    # heads had the heatmap branch unless they said otherwise).
     name = head_cfg.get("name")
     if name not in LEGACY_HEADS:
         raise ValueError(f"head config {name!r} has no `module` (the head's _target_ config)")
@@ -70,31 +73,41 @@ def _build_head(head_cfg: Mapping[str, Any], in_channels: int, num_keypoints: in
 def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseModel, tuple[int, int]]:
     """Build the network; returns it with the output map size (W, H) for the configured input size.
 
-    Neck: ``head.deconv.num_layers`` deconvolutions (``auto``, also when the key is missing: up to stride 4,
-    see `resolve_deconv_layers`; a head config without a ``deconv`` block gets none) on the backbone's last
-    returned map. The backbone config decides which map that is (docs/backbones.md); no name is special-cased.
-    ``backbone.neck: fpn`` (the CPU default) replaces the deconvolutions of the heads that have a ``deconv``
-    block with an FPN over all returned levels; heads without one (regression, RLE) still read the last map.
-    ``backbone.channels_last`` selects the NHWC memory layout (see `PoseModel`).
+    Neck: ``head.deconv.num_layers`` deconvolutions (``auto``: up to stride 4, see `resolve_deconv_layers`;
+    ``head.deconv: null``: none) on the backbone's last returned map. The backbone config decides which map that
+    is (docs/backbones.md); no name is special-cased. ``backbone.neck: fpn`` (the CPU default) replaces the
+    deconvolutions of the heads that have a ``deconv`` block (all of conf/heads/topdown, regression and RLE
+    included) with an FPN over all returned levels (``backbone.deconv_channels`` wide, output conv
+    ``backbone.fpn_out_conv``); a head with ``deconv: null`` reads the last map. ``backbone.channels_last``
+    selects the NHWC memory layout (see `PoseModel`). Every key is read from the config (conf/backbone,
+    conf/heads); a config stored by an older checkpoint gets the keys it predates from
+    :data:`sar.utils.config_keys.STORED_CONFIG_DEFAULTS`.
     """
-    bcfg, hcfg = cfg["backbone"], cfg["head"]
-    w, h = (int(v) for v in cfg["input_size"])
+    cfg = with_stored_defaults(cfg)
+    bcfg, hcfg = require(cfg, "backbone"), require(cfg, "head")
+    w, h = (int(v) for v in require(cfg, "input_size"))
+    neck_kind = require(bcfg, "neck", "backbone")
+    if neck_kind not in ("deconv", "fpn"):
+        raise ValueError(f"backbone.neck must be 'deconv' or 'fpn', got {neck_kind!r}")
+    deconv = require(hcfg, "deconv", "head")  # null: no deconvolution block (the head reads the last map)
     backbone = build_backbone_from_cfg(bcfg, (w, h))
-    cl = bool(bcfg.get("channels_last", False))
-    if str(bcfg.get("neck", "deconv")) == "fpn" and hcfg.get("deconv"):  # dense heads; GAP heads read the last map
-        neck = FPNNeck(backbone.channels, channels=int(bcfg.get("deconv_channels", 128)),
-                       out_conv=str(bcfg.get("fpn_out_conv", "full")))
+    cl = bool(require(bcfg, "channels_last", "backbone"))
+    if neck_kind == "fpn" and deconv:  # any head with a deconv block (even num_layers 0) gets the FPN
+        neck = FPNNeck(backbone.channels, channels=int(require(bcfg, "deconv_channels", "backbone")),
+                       out_conv=str(require(bcfg, "fpn_out_conv", "backbone")))
         stride = int(backbone.strides[0])
         if w % int(backbone.strides[-1]) or h % int(backbone.strides[-1]):
             raise ValueError(f"input_size {w}x{h} must be a multiple of the backbone stride {backbone.strides[-1]}")
         head = _build_head(hcfg, neck.out_channels, num_keypoints)
         return PoseModel(backbone, neck, head, stride, cl), (w // stride, h // stride)
-    if bcfg.get("neck", "deconv") not in ("deconv", "fpn"):
-        raise ValueError(f"backbone.neck must be 'deconv' or 'fpn', got {bcfg.get('neck')!r}")
     stride_in = int(backbone.strides[-1])
-    deconv = hcfg.get("deconv") or {}
-    num_layers = resolve_deconv_layers(deconv.get("num_layers", "auto"), stride_in) if deconv else 0
-    neck = DeconvNeck(backbone.channels[-1], num_layers=num_layers, channels=int(deconv.get("channels", 256)))
+    if deconv:
+        num_layers = resolve_deconv_layers(require(deconv, "num_layers", "head.deconv"), stride_in)
+        neck = DeconvNeck(backbone.channels[-1], num_layers=num_layers,
+                          channels=int(require(deconv, "channels", "head.deconv")))
+    else:
+        num_layers = 0
+        neck = DeconvNeck(backbone.channels[-1], num_layers=0)  # the identity
     if stride_in % (2**num_layers):
         raise ValueError(f"backbone stride {stride_in} is not divisible by 2^{num_layers} deconvolutions")
     stride = stride_in // (2**num_layers)

@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sar.utils.config_keys import require
+
 __all__ = [
     "PRECISIONS",
     "SCALE_RULES",
@@ -79,10 +81,12 @@ def validate_trainer_integers(trainer_cfg: Mapping[str, Any]) -> dict[str, int]:
     Null and absent keys are left out."""
     out: dict[str, int] = {}
     for key in TRAINER_INT_KEYS:
+        # .get: this checks what is set; a key may be absent (an optional Trainer argument such as max_steps,
+        # added with +trainer.<arg>=..., or a key left out of the directly set ones by prepare_run_config)
         value = trainer_cfg.get(key)
         if value is not None:
             out[key] = _as_int(key, value)
-    devices = trainer_cfg.get("devices")
+    devices = trainer_cfg.get("devices")  # absent: an interpolated value, checked resolved (prepare_run_config)
     if isinstance(devices, (bool, int, float)):  # strings and lists: num_devices
         out["devices"] = _as_int("devices", devices)
     return out
@@ -91,8 +95,8 @@ def validate_trainer_integers(trainer_cfg: Mapping[str, Any]) -> dict[str, int]:
 def num_devices(trainer_cfg: Mapping[str, Any]) -> int:
     """Devices per node as Lightning will count them: an int, a list of ids, "0,1", or -1/"auto" (all
     visible GPUs for a GPU accelerator, 1 on CPU)."""
-    devices = trainer_cfg.get("devices", "auto")
-    accelerator = str(trainer_cfg.get("accelerator", "auto") or "auto").lower()
+    devices = require(trainer_cfg, "devices", "trainer")
+    accelerator = str(require(trainer_cfg, "accelerator", "trainer") or "auto").lower()  # null: Lightning's auto
     if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
         return max(len(devices), 1)
     if isinstance(devices, str):
@@ -137,9 +141,9 @@ def lr_scale_factor(global_batch: int, base_batch_size: int | None, rule: str) -
 def compute_scaling(optim: Mapping[str, Any], per_device_batch: int, devices: int, num_nodes: int = 1,
                     accumulate_grad_batches: int = 1) -> dict[str, Any]:
     """The global batch and the effective learning rate (a plain dict, stored as ``optim.scaled``)."""
-    base = optim.get("base_batch_size")
+    base = require(optim, "base_batch_size", "optim")
     base = None if base in (None, "", "null") else int(base)
-    rule = str(optim.get("scale_lr", "linear") or "none")
+    rule = str(require(optim, "scale_lr", "optim") or "none")
     world_size = int(devices) * int(num_nodes)
     accumulate = int(accumulate_grad_batches or 1)
     global_batch = int(per_device_batch) * world_size * accumulate
@@ -171,15 +175,17 @@ def describe_scaling(s: Mapping[str, Any]) -> str:
 
 def effective_lr(optim: Mapping[str, Any]) -> float:
     """The lr the optimiser uses: ``optim.scaled.lr`` when set (see :func:`prepare_run_config`), else ``lr``."""
-    scaled = optim.get("scaled")
+    scaled = optim.get("scaled")  # not a YAML key: written by prepare_run_config (absent before, e.g. in tests)
     return float(scaled["lr"]) if scaled else float(optim["lr"])
 
 
 def _trainer_scaling(cfg: Mapping[str, Any]) -> dict[str, Any]:
     trainer = cfg["trainer"]
+    # null num_nodes / accumulate_grad_batches: Lightning's default (1; sar.train drops null Trainer arguments)
     return compute_scaling(
-        cfg["optim"], int(cfg["dataset"]["batch_size"]), num_devices(trainer), int(trainer.get("num_nodes") or 1),
-        int(trainer.get("accumulate_grad_batches") or 1),
+        cfg["optim"], int(cfg["dataset"]["batch_size"]), num_devices(trainer),
+        int(require(trainer, "num_nodes", "trainer") or 1),
+        int(require(trainer, "accumulate_grad_batches", "trainer") or 1),
     )
 
 
@@ -196,7 +202,7 @@ def prepare_run_config(cfg: DictConfig) -> dict[str, Any]:
         for key, value in validate_trainer_integers(OmegaConf.to_container(trainer, resolve=True)).items():
             if key in direct:
                 trainer[key] = value
-        cfg.trainer.precision = validate_precision(cfg.trainer.get("precision", 32))
+        cfg.trainer.precision = validate_precision(require(cfg.trainer, "precision", "trainer"))
         scaled = _trainer_scaling(OmegaConf.to_container(cfg, resolve=True))
         cfg.optim.scaled = scaled
     log.info("%s", describe_scaling(scaled))
