@@ -341,7 +341,8 @@ def _system_cfg(head: str) -> dict:
         "head": head_cfg,
         "dataset": {"spec": "coco"},
         "task": {"flip_test": True},
-        "optim": {"name": "adam", "lr": 1e-3},
+        "optim": OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / "optim" / "adam.yaml"), {"lr": 1e-3}),
+                                        resolve=True),
     }
 
 

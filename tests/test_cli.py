@@ -42,3 +42,11 @@ def test_valid_overrides_pass_the_check() -> None:
 
     check_overrides(["task=wholebody", "head=rle", "head.loss.num_pairs=2", "optim.lr=1e-3", "+trainer.profiler=simple",
                      "hydra.run.dir=x", "experiment=coco_r50_sar", "trainer.max_epochs=3"], "train", "sar.train")
+
+
+def test_evaluate_checks_its_own_keys() -> None:
+    from sar.utils.cli import check_overrides
+
+    check_overrides(["ckpt=x.ckpt", "dataset=ochuman", "evaluation.nms_thr=0.5"], "evaluate", "sar.evaluate")
+    with pytest.raises(SystemExit, match="unknown key 'evaluation.nms_th' \\(did you mean 'evaluation.nms_thr'"):
+        check_overrides(["ckpt=x.ckpt", "evaluation.nms_th=0.5"], "evaluate", "sar.evaluate")

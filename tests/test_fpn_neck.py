@@ -26,7 +26,7 @@ def test_fpn_neck_fuses_all_levels_at_the_finest_stride() -> None:
 
 
 def test_default_backbone_uses_the_fpn_neck_at_stride_4() -> None:
-    cfg = {"backbone": {"timm_name": "mobilenetv3_large_100", "out_indices": [1, 2, 3, 4], "neck": "fpn",
+    cfg = {"backbone": {"timm_name": "mobilenetv3_large_100", "pretrained": False, "out_indices": [1, 2, 3, 4], "neck": "fpn",
                         "deconv_channels": 32},
            "head": {"name": "sar", "deconv": {"num_layers": "auto", "channels": 32}}, "input_size": [96, 128]}
     model, size = build_pose_model(cfg, 17)
@@ -39,8 +39,8 @@ def test_default_backbone_uses_the_fpn_neck_at_stride_4() -> None:
 
 
 def test_heads_without_deconvs_read_the_last_map_under_the_fpn_backbone() -> None:
-    cfg = {"backbone": {"timm_name": "mobilenetv3_large_100", "out_indices": [1, 2, 3, 4], "neck": "fpn"},
-           "head": {"name": "regression"}, "input_size": [96, 128]}
+    cfg = {"backbone": {"timm_name": "mobilenetv3_large_100", "pretrained": False, "out_indices": [1, 2, 3, 4], "neck": "fpn"},
+           "head": {"name": "regression", "deconv": None}, "input_size": [96, 128]}
     model, _ = build_pose_model(cfg, 17)
     assert not isinstance(model.neck, FPNNeck) and model.neck.num_layers == 0
     assert model.head(model.neck(model.backbone(torch.randn(1, 3, 128, 96))))["coords"].shape == (1, 17, 2)
@@ -63,9 +63,9 @@ def test_separable_output_conv_is_depthwise_then_pointwise() -> None:
 def test_channels_last_model_gives_the_same_outputs(head: str) -> None:
     """backbone.channels_last only changes the memory layout: same weights give the same outputs (to float
     rounding), returned with contiguous NCHW strides, and gradients flow."""
-    bcfg = {"timm_name": "mobilenetv3_large_100", "out_indices": [1, 2, 3, 4], "neck": "fpn", "deconv_channels": 16,
+    bcfg = {"timm_name": "mobilenetv3_large_100", "pretrained": False, "out_indices": [1, 2, 3, 4], "neck": "fpn", "deconv_channels": 16,
             "fpn_out_conv": "separable"}
-    hcfg = {"name": head, **({"deconv": {"num_layers": "auto", "channels": 16}} if head != "rle" else {})}
+    hcfg = {"name": head, "deconv": {"num_layers": "auto", "channels": 16} if head != "rle" else None}
     torch.manual_seed(0)
     ref, _ = build_pose_model({"backbone": bcfg, "head": hcfg, "input_size": [64, 64]}, 5)
     nhwc, _ = build_pose_model({"backbone": {**bcfg, "channels_last": True}, "head": hcfg, "input_size": [64, 64]}, 5)

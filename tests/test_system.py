@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from sar.evaluation.coco_ap import evaluator_name
 from sar.systems.topdown import TopDownSystem, apply_affine, lr_factor
 from sar.utils.config import default_augmentation
 
@@ -79,6 +80,6 @@ def test_task_wholebody_selects_the_wholebody_dataset_unless_overridden() -> Non
     with initialize_config_module(config_module="sar.conf", version_base="1.3"):
         wb = compose("train", overrides=["task=wholebody"])
         wb_coco = compose("train", overrides=["task=wholebody", "dataset=coco"])
-    assert wb.task.name == "wholebody" and wb.dataset.spec == "coco_wholebody" and wb.dataset.evaluator == "wholebody"
+    assert wb.task.name == "wholebody" and wb.dataset.spec == "coco_wholebody" and evaluator_name(wb.dataset.evaluator) == "wholebody"
     assert wb.task.monitor == "val/AP"  # inherited from the top-down task
     assert wb_coco.dataset.name == "coco"

@@ -35,6 +35,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sar.build import build_task
+from sar.evaluation.coco_ap import evaluator_name
 from sar.data.spec import load_spec
 from sar.evaluation.results import report_metrics
 from sar.utils.checkpoint import checkpoint_config, inference_config
@@ -154,7 +155,7 @@ def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str,
     trainer.validate(system, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     result: dict[str, Any] = {
         "run_dir": str(run_dir), "checkpoint": ckpt, "dataset": config["dataset"]["name"],
-        "evaluator": config["dataset"]["evaluator"], "eval_seconds": round(time.time() - start, 1),
+        "evaluator": evaluator_name(config["dataset"]["evaluator"]), "eval_seconds": round(time.time() - start, 1),
     }
     result.update(system.last_metrics)
     if trainer.is_global_zero:
@@ -175,4 +176,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from sar.utils.cli import check_overrides
+
+    check_overrides(sys.argv[1:], "evaluate", "sar.evaluate")  # a misspelt key: one line naming it, not a traceback
     main()

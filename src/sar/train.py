@@ -216,4 +216,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from sar.utils.cli import check_overrides
+
+    check_overrides(sys.argv[1:], "train", "sar.train")  # a misspelt key: one line naming it, not a traceback
     main()

@@ -73,7 +73,7 @@ def check_overrides(argv: Sequence[str], config_name: str, prog: str) -> None:
         node: Any = cfg
         parts = key.split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(node, DictConfig) or part not in node:
+            if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a ??? value counts
                 parent = ".".join(parts[:depth]) or "the top level"
                 accepted = [str(k) for k in node] if isinstance(node, DictConfig) else []
                 close = difflib.get_close_matches(part, accepted, n=1)
@@ -81,7 +81,8 @@ def check_overrides(argv: Sequence[str], config_name: str, prog: str) -> None:
                 listed = ", ".join(accepted) if accepted else "none (it is a value, not a group of keys)"
                 raise SystemExit(f"{prog}: unknown key {key!r}{hint}; accepted under {parent}: {listed}; add a new "
                                  f"key with +{key}=...")
-            node = node[part]
+            if depth + 1 < len(parts):
+                node = node[part]
 
 
 def _group_names(loader: Any, prefix: str = "") -> set[str]:
