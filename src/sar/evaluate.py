@@ -35,8 +35,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sar.build import build_task
-from sar.evaluation.coco_ap import evaluator_name
 from sar.data.spec import load_spec
+from sar.evaluation.coco_ap import evaluator_name
 from sar.evaluation.results import report_metrics
 from sar.utils.checkpoint import checkpoint_config, inference_config
 from sar.utils.config import CONF_DIR, print_config, save_config

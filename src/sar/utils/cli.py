@@ -73,7 +73,7 @@ def check_overrides(argv: Sequence[str], config_name: str, prog: str) -> None:
         node: Any = cfg
         parts = key.split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(node, DictConfig) or part not in node.keys():  # keys(): a ??? value counts
+            if not isinstance(node, DictConfig) or part not in node.keys():  # noqa: SIM118 - keys(): ??? counts
                 parent = ".".join(parts[:depth]) or "the top level"
                 accepted = [str(k) for k in node] if isinstance(node, DictConfig) else []
                 close = difflib.get_close_matches(part, accepted, n=1)
