@@ -9,10 +9,10 @@ the network, the codec and the keypoint spec). Person boxes:
   ``ann=<COCO json>`` (its ``images`` entries map ``file_name`` to ``id``), else from a numeric file name
   (``000000000785.jpg`` -> 785, the COCO convention).
 
-Each box goes through the validation path of training: the top-down crop (``TopDownDataset``: padded box, one
-affine warp, ImageNet normalisation), ``TopDownSystem.predict_crops`` (codec decoding, flip test as configured)
-and the inverse warp to image pixels (``apply_affine``). Instances are rescored and OKS-NMS'ed per image as the
-checkpoint's evaluator does (``task.evaluation``).
+The prediction itself is the task's (``system.predict_images`` of the checkpoint's task system,
+:class:`sar.systems.base.PoseSystem`); for top-down checkpoints each box goes through the validation path of
+training (:mod:`sar.systems.topdown_predict`: crop, ``predict_crops``, inverse warp) and instances are rescored and
+OKS-NMS'ed per image as the checkpoint's evaluator does (``task.evaluation``).
 
 Writes into ``out`` (default ``outputs/predict/<timestamp>_<random suffix>``):
 
@@ -46,16 +46,13 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sar import unique_suffix
 from sar.data.formats import read_json
 from sar.data.image_check import find_bad_images
-from sar.data.topdown import TopDownDataset, read_image
-from sar.evaluation.coco_ap import instance_score, oks_nms
+from sar.data.topdown import read_image
 from sar.evaluation.keypoint_error import load_coco_dict
 from sar.evaluation.results import write_json_atomic
-from sar.systems.topdown import apply_affine
 from sar.utils.checkpoint import checkpoint_config, load_system
 from sar.utils.cli import parse_key_values
 from sar.utils.draw import draw_instances
@@ -133,103 +130,6 @@ def read_detections(det_file: str | Path, score_thr: float) -> dict[int, list[tu
     return boxes
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of the stored pixels (as `read_image` decodes them, EXIF orientation ignored)."""
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
-    except Exception:  # noqa: BLE001 - formats PIL cannot open: decode with OpenCV
-        h, w = read_image(str(path)).shape[:2]
-        return w, h
-
-
-def build_records(images: Sequence[Path], ids: Sequence[int | None], det: Mapping[int, list] | None,
-                  num_keypoints: int, skipped: dict[int, str] | None = None) -> list[dict[str, Any]]:
-    """Instance records (the reader's format, docs/contracts.md) for the person boxes to predict.
-
-    ``skipped`` maps the positions of images to leave out to the reason; an image whose size cannot be read
-    (whole-image boxes) is added to it."""
-    skipped = {} if skipped is None else skipped
-    records = []
-    no_box = []
-    for pos, (path, coco_id) in enumerate(zip(images, ids)):
-        if pos in skipped:
-            continue
-        image_id = coco_id if coco_id is not None else -(pos + 1)
-        if det is None:
-            try:
-                w, h = image_size(path)
-            except (OSError, ValueError) as err:
-                skipped[pos] = str(err)
-                continue
-            boxes = [(np.array([0.0, 0.0, w, h], np.float32), 1.0)]
-        else:
-            boxes = det.get(coco_id, []) if coco_id is not None else []
-            if not boxes:
-                no_box.append(path.name)
-        for box, score in boxes:
-            records.append({
-                "image_path": str(path), "image_id": int(image_id), "ann_id": -1, "bbox": box,
-                "bbox_score": float(score), "area": float(box[2] * box[3]),
-                "keypoints": np.zeros((num_keypoints, 2), np.float32), "visible": np.zeros(num_keypoints, np.float32),
-                "position": pos,
-            })
-    if no_box:
-        log.warning("%d image(s) have no person box in the detection file: %s", len(no_box), no_box[:5])
-    return records
-
-
-class _SkipUnreadable(Dataset):
-    """A dataset whose samples that fail to read (``OSError``: missing, unreadable, truncated, undecodable; see
-    ``read_image``) come back as ``{"failed": index, "error": message}`` instead of stopping the loader."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            return self.dataset[index]
-        except (OSError, cv2.error) as err:
-            return {"failed": int(index), "error": str(err)}
-
-
-def _collate_skipping(items: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[int, str]]:
-    """(the good samples collated, or None; ``{index: error}`` of the failed ones)."""
-    good = [item for item in items if "failed" not in item]
-    failed = {item["failed"]: item["error"] for item in items if "failed" in item}
-    return (default_collate(good) if good else None), failed
-
-
-@torch.no_grad()
-def predict_records(system, records: Sequence[Mapping[str, Any]], batch_size: int, num_workers: int,
-                    device: torch.device) -> tuple[np.ndarray, dict[int, str]]:
-    """(N, K, 3) keypoints ``x, y, score`` in image pixels, one row per record (training's validation path), and
-    ``{record index: error}`` for the records whose image could not be read (their rows are NaN)."""
-    k = system.spec.num_keypoints
-    out = np.full((len(records), k, 3), np.nan)
-    failed: dict[int, str] = {}
-    if not records:
-        return out, failed
-    dataset = TopDownDataset(records, system.spec, system.codec, train=False,
-                             padding=float(system.cfg["task"]["padding"]))
-    loader = DataLoader(_SkipUnreadable(dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=_collate_skipping)
-    for batch, batch_failed in loader:
-        failed.update(batch_failed)
-        if batch is None:
-            continue
-        keypoints, scores = system.predict_crops(batch["image"].to(device))
-        in_image = apply_affine(batch["meta"]["inv_warp"].to(keypoints), keypoints.float())
-        rows = batch["meta"]["index"].numpy()
-        out[rows] = torch.cat([in_image, scores.float()[..., None]], dim=-1).cpu().numpy().astype(np.float64)
-    return out, failed
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -270,21 +170,11 @@ def predict(cfg: Any) -> dict[str, Any]:
         raise _no_readable_image(cfg, images, skipped)
     ids = image_ids(images, cfg.ann)
     det = read_detections(str(cfg.det), float(cfg.det_score_thr)) if cfg.det else None
-    records = build_records(images, ids, det, spec.num_keypoints, skipped)
-    kpts, failed = predict_records(system, records, int(cfg.batch_size), int(cfg.num_workers), device)
-    for i, error in failed.items():
-        skipped.setdefault(records[i]["position"], error)
+    # the task's prediction on raw images (sar.systems.base.PoseSystem.predict_images)
+    instances, num_boxes = system.predict_images(images, ids, det, skipped, batch_size=int(cfg.batch_size),
+                                                 num_workers=int(cfg.num_workers), device=device, use_nms=use_nms)
     if len(skipped) == len(images):
         raise _no_readable_image(cfg, images, skipped)
-
-    instances = [
-        {"image_id": r["image_id"], "keypoints": kpts[i], "area": r["area"], "bbox": r["bbox"],
-         "bbox_score": r["bbox_score"], "position": r["position"],
-         "score": instance_score(kpts[i][:, 2], r["bbox_score"], str(ev["score_mode"]), kpt_thr)}
-        for i, r in enumerate(records) if r["position"] not in skipped
-    ]
-    if use_nms and det is not None and instances:
-        instances = [instances[i] for i in oks_nms(instances, float(ev["nms_thr"]), spec.sigmas)]
     results = [
         {"image_id": int(inst["image_id"]), "category_id": PERSON_CATEGORY_ID,
          "keypoints": [float(v) for v in inst["keypoints"].reshape(-1)], "score": float(inst["score"]),
@@ -321,7 +211,7 @@ def predict(cfg: Any) -> dict[str, Any]:
         log.warning("%d of %d image(s) skipped (missing, unreadable, truncated or undecodable): %s",
                     len(skipped), len(images), [images[p].name for p in sorted(skipped)][:5])
     summary = {"out": str(out_dir), "results": str(results_path), "images": len(images), "skipped": len(skipped),
-               "boxes": len(records), "instances": len(results), "pngs": len(pngs),
+               "boxes": num_boxes, "instances": len(results), "pngs": len(pngs),
                "seconds": round(time.time() - start, 1), "skipped_images": _skipped_list(images, skipped)}
     write_json_atomic(summary, out_dir / "summary.json", indent=2)
     log.info("predictions: %s", {k: v for k, v in summary.items() if k != "skipped_images"})

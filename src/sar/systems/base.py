@@ -16,6 +16,7 @@ Required of every task (training and evaluation):
 
 Optional, for the tools (a task without them gets a clear error from the tool, not a crash):
 
+* :meth:`predict_images` (``sar.predict``: raw images, with or without person boxes);
 * :meth:`export_network` / :meth:`export_example` / :meth:`export_metadata` (``sar.export``);
 * :meth:`bench_sections` (``sar.bench``) and :meth:`table_layouts` (``sar.table``).
 
@@ -56,6 +57,15 @@ class PoseSystem(pl.LightningModule):
     def _missing(self, feature: str, tool: str) -> TaskFeatureMissing:
         return TaskFeatureMissing(f"task {self.task_name!r} ({type(self).__name__}) does not provide {feature}, "
                                   f"which {tool} needs")
+
+    # -- prediction on raw images --------------------------------------------------------------------------
+    def predict_images(self, images: Sequence[Path], ids: Sequence[int | None], det: Mapping[int, list] | None,
+                       skipped: dict[int, str], *, batch_size: int, num_workers: int, device: torch.device,
+                       use_nms: bool) -> tuple[list[dict[str, Any]], int]:
+        """Instances on raw images (``det``: person boxes ``(xywh, score)`` per image id, None: none given):
+        ``image_id``, ``keypoints`` (K, 3: x, y in image pixels, score), ``bbox``, ``score``, ``position`` (index
+        in ``images``); unreadable images are added to ``skipped``. Returns (instances, boxes predicted)."""
+        raise self._missing("predict_images()", "sar.predict")
 
     # -- export ----------------------------------------------------------------------------------------
     def export_network(self) -> nn.Module:

@@ -226,6 +226,15 @@ class TopDownSystem(PoseSystem):
         metrics["PCK@0.05"] = float(pck(preds[gt_loader], gt, alpha=0.05))
         return {k: float(v) for k, v in metrics.items()}
 
+    # -- prediction on raw images (sar.predict) ----------------------------------------------------------
+    def predict_images(self, images: Any, ids: Any, det: Any, skipped: dict[int, str], *, batch_size: int,
+                       num_workers: int, device: torch.device, use_nms: bool) -> tuple[list[dict[str, Any]], int]:
+        """One crop per person box (``det``: boxes per image id; None: the whole image), decoded to image pixels,
+        rescored and OKS-NMS'ed as the evaluator does (sar.systems.topdown_predict)."""
+        from sar.systems.topdown_predict import predict_instances
+
+        return predict_instances(self, images, ids, det, skipped, batch_size, num_workers, device, use_nms)
+
     # -- export (sar.export) -----------------------------------------------------------------------------
     def export_network(self) -> torch.nn.Module:
         return self.model
