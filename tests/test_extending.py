@@ -52,3 +52,16 @@ def test_a_head_without_an_implementation_for_the_task_is_a_composition_error(tm
     assert proc.returncode != 0
     assert "heads/toy/sar" in proc.stderr  # Hydra names the missing implementation file
     assert not (tmp_path / "bad").exists()
+
+
+def test_bench_sections_and_table_layouts_come_from_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sar.bench and sar.table ask the run's task (PoseSystem.bench_sections / table_layouts)."""
+    from sar.bench import task_sections
+    from sar.table import Run, load_paper_results, task_layouts
+
+    assert list(task_sections("topdown")) == ["pipeline", "step", "train", "gpu"]
+    old_run = Run(Path("a"), {})  # written before the task seam: a top-down run
+    assert task_layouts([old_run]) == load_paper_results()
+    monkeypatch.syspath_prepend(str(HERE))
+    toy = Run(Path("b"), {}, system="toy_parts.ToySystem")  # PoseSystem's defaults: no layouts
+    assert task_layouts([toy]) == {}

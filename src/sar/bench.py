@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -177,25 +178,32 @@ def write_section(path: Path, section: str, command: str, body: str) -> None:
     path.write_text(text)
 
 
+def task_sections(task: str) -> dict[str, Any]:
+    """The ``sar.bench`` sections of a task (``PoseSystem.bench_sections`` of its ``task.system``)."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import get_object
+
+    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"task={task}"])
+    return get_object(str(cfg.task.system["_target_"])).bench_sections()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sar.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("section", nargs="?", default="all", choices=["pipeline", "step", "train", "gpu", "all"])
+    parser.add_argument("section", nargs="?", default="all", help="a section of the task's, or all")
+    parser.add_argument("--task", default="topdown", help="the task whose sections run (conf/task/<task>.yaml)")
     parser.add_argument("--write", type=Path, default=None, help="update this markdown file (BENCHMARKS.md)")
     parser.add_argument("--seconds", type=float, default=20.0, help="pipeline measuring time")
     parser.add_argument("--fresh-data", action="store_true",
                         help="train section: start from an empty dataset cache (wall time includes generating it)")
     parser.add_argument("overrides", nargs="*", help="extra sar.train overrides for the train section")
     args = parser.parse_intermixed_args(argv)
-    sections = ["pipeline", "step", "train"] if args.section == "all" else [args.section]
+    available = task_sections(args.task)
+    if args.section != "all" and args.section not in available:
+        parser.error(f"task {args.task!r} has no section {args.section!r} (sections: {', '.join(available)}, all)")
+    sections = [s for s in available if s != "gpu"] if args.section == "all" else [args.section]
     for section in sections:
-        if section == "pipeline":
-            result = bench_pipeline(args.seconds)
-        elif section == "step":
-            result = bench_step()
-        elif section == "gpu":
-            result = bench_gpu(args.overrides)
-        else:
-            result = bench_train(args.overrides, fresh_data=args.fresh_data)
+        result = available[section](args)
         print(json.dumps({section: result}, indent=2))
         if args.write:
             cmd = "python -m sar.bench " + section + " --write " + str(args.write)

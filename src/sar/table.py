@@ -56,6 +56,7 @@ class Run:
     table: dict[str, Any] | None = None
     name: str = ""  # path relative to the gathered directory (override values with "/" nest Hydra dirs)
     dataset: str | None = None  # dataset.name of the run's config (.hydra/config.yaml), when readable
+    system: str | None = None  # task.system._target_ of the run's config (None: a run from before the task seam)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.run_dir.name
@@ -123,9 +124,11 @@ def collect_runs(root: str | Path) -> list[Run]:
             table = config.get("table")
         dataset_cfg = config.get("dataset")
         dataset = dataset_cfg.get("name") if isinstance(dataset_cfg, dict) else None
+        task_cfg = config.get("task") if isinstance(config.get("task"), dict) else {}
+        system = (task_cfg.get("system") or {}).get("_target_") if isinstance(task_cfg.get("system"), dict) else None
         runs.append(Run(run_dir, metrics, [str(o) for o in overrides or []],
                         table if isinstance(table, dict) and table.get("name") else None,
-                        str(run_dir.relative_to(root)), dataset))
+                        str(run_dir.relative_to(root)), dataset, system))
     return sorted(runs, key=_job_key)
 
 
@@ -226,9 +229,24 @@ def generic_table(runs: list[Run], name: str = GENERIC, title: str | None = None
     return Table(name, title or f"{len(runs)} runs", columns, decimals, rows, notes)
 
 
+DEFAULT_SYSTEM = "sar.systems.topdown.TopDownSystem"  # the task of runs written before the task seam
+
+
+def task_layouts(runs: list[Run]) -> dict[str, Any]:
+    """The table layouts of the tasks the runs belong to (``PoseSystem.table_layouts`` of each run's
+    ``task.system``), merged in the order the tasks first appear."""
+    from hydra.utils import get_object
+
+    layouts: dict[str, Any] = {}
+    for target in dict.fromkeys(run.system or DEFAULT_SYSTEM for run in runs) or [DEFAULT_SYSTEM]:
+        layouts.update(get_object(target).table_layouts())
+    return layouts
+
+
 def build_tables(runs: list[Run], paper: dict[str, Any] | None = None, only: str | None = None) -> list[Table]:
-    """Paper tables for tagged runs (in paper_results order), then a generic table of the untagged runs."""
-    paper = load_paper_results() if paper is None else paper
+    """Paper tables for tagged runs (in the layouts' order), then a generic table of the untagged runs. ``paper``:
+    the layouts (default: those of the runs' tasks, :func:`task_layouts`)."""
+    paper = task_layouts(runs) if paper is None else paper
     tagged: dict[str, list[Run]] = {}
     untagged: list[Run] = []
     for run in runs:
@@ -317,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.error(f"{args.root} is not a directory")
-    paper = load_paper_results(args.paper_results)
     runs = collect_runs(args.root)
+    paper = load_paper_results(args.paper_results) if args.paper_results else task_layouts(runs)
     tables = build_tables(runs, paper, only=args.table)
     console = Console()
     if not tables:

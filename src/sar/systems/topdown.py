@@ -226,6 +226,26 @@ class TopDownSystem(PoseSystem):
         metrics["PCK@0.05"] = float(pck(preds[gt_loader], gt, alpha=0.05))
         return {k: float(v) for k, v in metrics.items()}
 
+    # -- bench / table ---------------------------------------------------------------------------------------
+    @classmethod
+    def bench_sections(cls) -> dict[str, Any]:
+        """``sar.bench`` sections of the top-down task: input pipeline, train step, make-train, GPU."""
+        from sar import bench
+
+        return {
+            "pipeline": lambda args: bench.bench_pipeline(args.seconds),
+            "step": lambda args: bench.bench_step(),
+            "train": lambda args: bench.bench_train(args.overrides, fresh_data=args.fresh_data),
+            "gpu": lambda args: bench.bench_gpu(args.overrides),
+        }
+
+    @classmethod
+    def table_layouts(cls) -> dict[str, Any]:
+        """The paper's top-down tables (src/sar/paper_results.yaml) for ``sar.table``."""
+        from sar.table import load_paper_results
+
+        return load_paper_results()
+
     # -- prediction on raw images (sar.predict) ----------------------------------------------------------
     def predict_images(self, images: Any, ids: Any, det: Any, skipped: dict[int, str], *, batch_size: int,
                        num_workers: int, device: torch.device, use_nms: bool) -> tuple[list[dict[str, Any]], int]:
