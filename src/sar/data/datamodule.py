@@ -36,13 +36,12 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from sar.data.formats import read_json
-from sar.data.formats.coco import load_coco_instances
+from sar.data.formats.coco import load_coco_dict, load_coco_instances
 from sar.data.formats.mpii import load_mpii_instances
 from sar.data.image_check import check_record_images
 from sar.data.sampler import EpochSampler, ResumableLoader
 from sar.data.spec import KeypointSpec
 from sar.data.topdown import AugConfig, TopDownDataset
-from sar.evaluation.keypoint_error import load_coco_dict
 from sar.utils.config_keys import require, with_stored_defaults
 
 log = logging.getLogger(__name__)

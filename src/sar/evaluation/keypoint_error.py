@@ -16,7 +16,6 @@ derived from the bbox when absent).
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,39 +23,18 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from sar.data.formats import read_json
-from sar.data.formats.coco import WHOLEBODY_KEYPOINT_FIELDS, check_unique_ids, validate_coco_gt
+from sar.data.formats.coco import (  # load_coco_dict: re-exported (it is a data-format reader)
+    WHOLEBODY_KEYPOINT_FIELDS,
+    check_unique_ids,
+    load_coco_dict,
+)
+from sar.data.formats.coco import (
+    coco_source as _source,
+)
 
 __all__ = ["keypoint_error", "load_coco_dict", "matched_keypoints", "pck"]
 
 log = logging.getLogger(__name__)
-
-
-def _source(ann_file: str | os.PathLike[str] | Mapping[str, Any]) -> str:
-    return "<dict>" if isinstance(ann_file, Mapping) else os.fspath(ann_file)
-
-
-def load_coco_dict(
-    ann_file: str | os.PathLike[str] | Mapping[str, Any], validate: bool = False
-) -> dict[str, Any]:
-    """Return the COCO annotation dict for a path or an in-memory dict.
-
-    ``validate=False``: the dict as read (an in-memory dict is not copied). ``validate=True``: the ground-truth
-    checks of :func:`sar.data.formats.coco.validate_coco_gt` (unique image and annotation ids; every ``area`` a
-    finite number > 0, set to the bbox ``w * h`` where absent), on a deep copy of an in-memory dict; errors are
-    ``ValueError`` naming the file (``<dict>`` for a dict) and the record.
-    """
-    if isinstance(ann_file, Mapping):
-        data = copy.deepcopy(dict(ann_file)) if validate else dict(ann_file)
-    else:
-        data = read_json(ann_file)
-        if not isinstance(data, dict):
-            raise TypeError(
-                f"{os.fspath(ann_file)}: expected a COCO annotation object, got {type(data).__name__}"
-            )
-    if validate:
-        validate_coco_gt(data, _source(ann_file))
-    return data
 
 
 def _gt_keypoints(ann: Mapping[str, Any], num_keypoints: int) -> np.ndarray:

@@ -40,6 +40,7 @@ The same ground-truth checks serve the evaluators: :func:`validate_coco_gt` (uni
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import numbers
@@ -60,6 +61,8 @@ __all__ = [
     "CocoImage",
     "InstanceRecord",
     "check_unique_ids",
+    "coco_source",
+    "load_coco_dict",
     "load_coco_images",
     "load_coco_instances",
     "validate_coco_gt",
@@ -423,3 +426,30 @@ def _detection_records(
         skipped["empty_box"],
     )
     return records
+
+
+def coco_source(ann_file: str | os.PathLike[str] | Mapping[str, Any]) -> str:
+    return "<dict>" if isinstance(ann_file, Mapping) else os.fspath(ann_file)
+
+
+def load_coco_dict(
+    ann_file: str | os.PathLike[str] | Mapping[str, Any], validate: bool = False
+) -> dict[str, Any]:
+    """The COCO annotation dict for a path or an in-memory dict.
+
+    ``validate=False``: the dict as read (an in-memory dict is not copied). ``validate=True``: the ground-truth
+    checks of :func:`sar.data.formats.coco.validate_coco_gt` (unique image and annotation ids; every ``area`` a
+    finite number > 0, set to the bbox ``w * h`` where absent), on a deep copy of an in-memory dict; errors are
+    ``ValueError`` naming the file (``<dict>`` for a dict) and the record.
+    """
+    if isinstance(ann_file, Mapping):
+        data = copy.deepcopy(dict(ann_file)) if validate else dict(ann_file)
+    else:
+        data = read_json(ann_file)
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"{os.fspath(ann_file)}: expected a COCO annotation object, got {type(data).__name__}"
+            )
+    if validate:
+        validate_coco_gt(data, coco_source(ann_file))
+    return data
