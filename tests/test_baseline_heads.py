@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from sar.conf import CONF_DIR
 
 from sar.codecs import HeatmapOffsetCodec, RegressionCodec, RLECodec, build_codec
-from sar.conf import CONF_DIR
 from sar.models.flow import RealNVP
 from sar.models.heads import HeatmapOffsetHead, NormLinear, RegressionHead, RLEHead, SARHead
 from sar.models.losses import HeatmapOffsetLoss, L1CoordLoss, RLELoss, SARLoss, build_loss, sar_nll
