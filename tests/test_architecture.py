@@ -1,0 +1,46 @@
+"""No import cycle between the packages of sar (module-level imports; a function-local import is how a lower
+package may reach an upper one at run time, e.g. checkpoint loading -> sar.build)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "sar"
+
+
+def package_graph() -> dict[str, set[str]]:
+    def unit(module: str) -> str:  # sar.data.formats.coco -> sar.data; sar.train -> sar.train
+        return ".".join(module.split(".")[:2])
+
+    edges: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        module = ".".join(("sar", *path.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sar."):
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("sar.")]
+            else:
+                continue
+            for target in targets:
+                if unit(target) != unit(module):
+                    edges.setdefault(unit(module), set()).add(unit(target))
+    return edges
+
+
+def test_no_import_cycles_between_packages() -> None:
+    edges = package_graph()
+    assert edges["sar.train"] >= {"sar.build", "sar.callbacks"}  # the graph is not empty by mistake
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = sorted(unit for unit in edges if unit in reach(unit))
+    assert not cycles, f"packages on an import cycle: {cycles}"
