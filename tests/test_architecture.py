@@ -44,3 +44,18 @@ def test_no_import_cycles_between_packages() -> None:
 
     cycles = sorted(unit for unit in edges if unit in reach(unit))
     assert not cycles, f"packages on an import cycle: {cycles}"
+
+
+def test_every_target_in_the_configs_resolves() -> None:
+    """Each `_target_` of conf/ names an importable object (Hydra resolves package attributes first: a function
+    re-exported under a module's name would hide that module)."""
+    import re
+
+    from hydra.utils import get_object
+    from sar.conf import CONF_DIR
+
+    pattern = re.compile(r"^\s*-?\s*_target_:\s*([\w.]+)", re.MULTILINE)
+    targets = {m for p in CONF_DIR.rglob("*.yaml") for m in pattern.findall(p.read_text())}
+    assert "sar.evaluation.pck.MpiiEvaluator" in targets and len(targets) > 20
+    for target in sorted(targets):
+        assert callable(get_object(target)), target

@@ -48,5 +48,6 @@ def test_evaluate_checks_its_own_keys() -> None:
     from sar.utils.cli import check_overrides
 
     check_overrides(["ckpt=x.ckpt", "dataset=ochuman", "evaluation.nms_thr=0.5"], "evaluate", "sar.evaluate")
+    check_overrides(["ckpt=x.ckpt", "dataset.val_bbox_file=null"], "evaluate", "sar.evaluate")  # the ckpt's dataset
     with pytest.raises(SystemExit, match="unknown key 'evaluation.nms_th' \\(did you mean 'evaluation.nms_thr'"):
         check_overrides(["ckpt=x.ckpt", "evaluation.nms_th=0.5"], "evaluate", "sar.evaluate")

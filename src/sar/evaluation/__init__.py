@@ -8,7 +8,10 @@ from sar.evaluation.coco_ap import (
     oks_nms,
     pairwise_oks,
 )
-from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
+
+# `pck` (the function) stays in sar.evaluation.keypoint_error: re-exported here it would hide the module
+# sar.evaluation.pck (the MPII PCKh evaluator), e.g. from `_target_: sar.evaluation.pck.MpiiEvaluator`.
+from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict
 from sar.evaluation.results import write_json_atomic, write_metrics
 
 __all__ = [
@@ -20,7 +23,6 @@ __all__ = [
     "oks_iou",
     "oks_nms",
     "pairwise_oks",
-    "pck",
     "write_json_atomic",
     "write_metrics",
 ]

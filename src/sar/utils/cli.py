@@ -72,6 +72,8 @@ def check_overrides(argv: Sequence[str], config_name: str, prog: str) -> None:
         key = item.split("=", 1)[0]
         node: Any = cfg
         parts = key.split(".")
+        if parts[0] in groups and parts[0] not in cfg:
+            continue  # a group left null by the entry point (sar.evaluate's dataset: the checkpoint's own)
         for depth, part in enumerate(parts):
             if not isinstance(node, DictConfig) or part not in node.keys():  # noqa: SIM118 - keys(): ??? counts
                 parent = ".".join(parts[:depth]) or "the top level"
