@@ -19,11 +19,13 @@ may stay finite for a while); the run is stopped at the first step whose outputs
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+
+from sar.utils.checkpoint_io import named_tensors
 
 __all__ = ["FiniteGuard", "NonFiniteError", "nonfinite_tensors"]
 
@@ -34,15 +36,9 @@ class NonFiniteError(RuntimeError):
 
 def nonfinite_tensors(obj: Any, prefix: str = "") -> Iterator[str]:
     """Names of the floating tensors (nested in dicts / lists) holding a NaN or inf."""
-    if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
-            yield prefix or "tensor"
-    elif isinstance(obj, Mapping):
-        for key, value in obj.items():
-            yield from nonfinite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from nonfinite_tensors(value, f"{prefix}[{i}]")
+    for name, tensor in named_tensors(obj, prefix):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            yield name or "tensor"
 
 
 class FiniteGuard(pl.Callback):

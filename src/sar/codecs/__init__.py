@@ -70,13 +70,9 @@ LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def translate_legacy(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A codec config of the old ``type:`` form as a ``_target_`` config (others are returned as they are)."""
-    cfg = dict(cfg)
-    if "_target_" in cfg or "type" not in cfg:
-        return cfg
-    kind = cfg.pop("type")
-    if kind not in LEGACY_TYPES:
-        raise ValueError(f"unknown codec type {kind!r} (known: {', '.join(sorted(LEGACY_TYPES))})")
-    return {"_target_": LEGACY_TYPES[kind], **LEGACY_DEFAULTS[kind], **cfg}
+    from sar.utils.instantiate import from_legacy_type
+
+    return from_legacy_type(cfg, LEGACY_TYPES, "codec", LEGACY_DEFAULTS)
 
 
 def build_codec(cfg: Mapping[str, Any], **sizes: Any) -> Codec:

@@ -74,6 +74,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from sar.utils.run_lock import pid_alive
+
 __all__ = [
     "EXTRA_NAMES",
     "FORMATS",
@@ -1000,15 +1002,6 @@ def generate_format(cfg: SyntheticConfig | Mapping[str, Any], root: Path | str, 
     return WRITERS[fmt](SyntheticConfig.from_any(cfg), Path(root), num_workers)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def ensure_synthetic(cfg: SyntheticConfig | Mapping[str, Any], cache_dir: Path | str,
                      num_workers: int | None = None, fmt: str = "coco") -> Path:
@@ -1033,7 +1026,7 @@ def ensure_synthetic(cfg: SyntheticConfig | Mapping[str, Any], cache_dir: Path |
             pid = int(stale.name.rsplit("-", 2)[-2])
         except (ValueError, IndexError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(stale, ignore_errors=True)
     tmp = cache_dir / f".{fmt}_{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:

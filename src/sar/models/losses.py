@@ -292,15 +292,12 @@ LEGACY_TYPES: dict[str, str] = {
 
 def translate_legacy(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A loss config of the old ``type:`` form as a ``_target_`` config (others are returned as they are)."""
+    from sar.utils.instantiate import from_legacy_type
+
     cfg = dict(cfg)
-    if "_target_" in cfg or "type" not in cfg:
-        return cfg
-    kind = cfg.pop("type")
-    if kind not in LEGACY_TYPES:
-        raise ValueError(f"unknown loss type {kind!r} (known: {', '.join(sorted(LEGACY_TYPES))})")
-    if "lambda" in cfg:
+    if "lambda" in cfg and "type" in cfg:
         cfg["lambda_"] = cfg.pop("lambda")
-    return {"_target_": LEGACY_TYPES[kind], **cfg}
+    return from_legacy_type(cfg, LEGACY_TYPES, "loss")
 
 
 def build_loss(cfg: Mapping[str, Any]) -> nn.Module:

@@ -43,21 +43,22 @@ class NonFiniteCheckpointError(RuntimeError):
     """A checkpoint about to be written holds NaN/inf weights or optimiser state."""
 
 
-def _tensors(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+def named_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(dotted name, tensor)`` of every tensor nested in dicts / lists / tuples."""
     if isinstance(obj, torch.Tensor):
         yield prefix, obj
     elif isinstance(obj, Mapping):
         for key, value in obj.items():
-            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
     elif isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
-            yield from _tensors(value, f"{prefix}[{i}]")
+            yield from named_tensors(value, f"{prefix}[{i}]")
 
 
 def first_nonfinite(checkpoint: Mapping[str, Any]) -> str | None:
     """Name of the first floating tensor with a NaN/inf in the checkpoint's weights or optimiser states."""
     for section in ("state_dict", "optimizer_states"):
-        for name, tensor in _tensors(checkpoint.get(section), section):
+        for name, tensor in named_tensors(checkpoint.get(section), section):
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 return name
     return None

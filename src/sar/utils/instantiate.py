@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["build", "call_target"]
+__all__ = ["build", "call_target", "from_legacy_type"]
 
 
 def build(cfg: Mapping[str, Any] | DictConfig, what: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -45,3 +45,17 @@ def call_target(target_cfg: Mapping[str, Any], what: str, /, **kwargs: Any) -> A
     except Exception as err:
         raise ValueError(f"{what}: cannot import _target_ {target_cfg['_target_']!r} ({err})") from err
     return target(**{k: v for k, v in target_cfg.items() if k != "_target_"}, **kwargs)
+
+
+def from_legacy_type(cfg: Mapping[str, Any], types: Mapping[str, str], what: str,
+                     defaults: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """A config of the old ``type: <name>`` form (configs stored by checkpoints written before ``_target_``
+    composition) as a ``_target_`` config: ``types`` maps names to targets, ``defaults`` gives the values code
+    filled in then. Configs with a ``_target_`` (or without a ``type``) are returned as they are."""
+    cfg = dict(cfg)
+    if "_target_" in cfg or "type" not in cfg:
+        return cfg
+    kind = cfg.pop("type")
+    if kind not in types:
+        raise ValueError(f"unknown {what} type {kind!r} (known: {', '.join(sorted(types))})")
+    return {"_target_": types[kind], **dict((defaults or {}).get(kind, {})), **cfg}

@@ -98,7 +98,7 @@ class RunDirLock:
         me = _holder()
         if holder.get("host") == me["host"]:
             if fcntl is None:
-                return not _pid_alive(int(holder.get("pid") or -1))
+                return not pid_alive(int(holder.get("pid") or -1))
             try:
                 fd = os.open(self.path, os.O_RDWR)
             except FileNotFoundError:
@@ -108,7 +108,7 @@ class RunDirLock:
             except OSError as err:
                 if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     return False  # the holder still has it
-                return not _pid_alive(int(holder.get("pid") or -1))
+                return not pid_alive(int(holder.get("pid") or -1))
             finally:
                 os.close(fd)  # drops the probe's flock
             return True
@@ -167,7 +167,8 @@ class RunDirLock:
         self.release()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id lives on this host (a process of another user counts as alive)."""
     if pid <= 0:
         return False
     try:
