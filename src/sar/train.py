@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +69,25 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: Path, auto_resume: bool =
     return str(path)
 
 
-def finished_metrics(ckpt_path: str, config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """The saved metrics when the run in ``run_dir`` already did everything this config asks (its last
-    checkpoint completed ``trainer.max_epochs`` epochs or reached ``trainer.max_steps``, and the final evaluation
-    wrote ``metrics.json``); None when there is training (or the final evaluation) left to do."""
+def read_resume_checkpoint(ckpt: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, Any]:
+    """The checkpoint a run resumes from, memory-mapped (its config and progress are read, its tensors are not:
+    Lightning loads them itself); an already loaded dict is returned as it is."""
+    if isinstance(ckpt, Mapping):
+        return ckpt
     import torch
 
+    return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+
+
+def finished_metrics(ckpt: str | Mapping[str, Any], config: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The saved metrics when the run in ``run_dir`` already did everything this config asks (its last
+    checkpoint completed ``trainer.max_epochs`` epochs or reached ``trainer.max_steps``, and the final evaluation
+    wrote ``metrics.json``); None when there is training (or the final evaluation) left to do. ``ckpt``: the
+    checkpoint's path or its loaded dict."""
     metrics_file = run_dir / METRICS_FILENAME
     if not metrics_file.is_file():
         return None
-    progress = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("sar_progress")
+    progress = read_resume_checkpoint(ckpt).get("sar_progress")
     if not progress:
         return None
     trainer = config["trainer"]
@@ -95,11 +106,11 @@ def finished_metrics(ckpt_path: str, config: dict[str, Any], run_dir: Path) -> d
 RESUME_KEYS = ("backbone", "head", "input_size", "optim")  # what must match for a resume to continue the same run
 
 
-def check_resume_compatible(ckpt_path: str, config: dict[str, Any]) -> None:
-    """Refuse to resume from a checkpoint written by a different model / optimiser config, naming the keys."""
-    import torch
-
-    saved = (torch.load(ckpt_path, map_location="cpu", weights_only=False).get("hyper_parameters") or {}).get("cfg")
+def check_resume_compatible(ckpt: str | Mapping[str, Any], config: dict[str, Any], source: str | None = None) -> None:
+    """Refuse to resume from a checkpoint written by a different model / optimiser config, naming the keys.
+    ``ckpt``: the checkpoint's path or its loaded dict (``source`` then names the file)."""
+    ckpt_path = source or str(ckpt)
+    saved = (read_resume_checkpoint(ckpt).get("hyper_parameters") or {}).get("cfg")
     if not saved:
         return
     # The stored config is data: it may predate keys, which get the values code used then (this run's config too,
@@ -169,8 +180,9 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
         remove_stale_temp_files(ckpt_dir)  # partial files of killed checkpoint writes (we hold the lock)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir, bool(cfg.auto_resume))
     if ckpt_path:
-        check_resume_compatible(ckpt_path, config)
-        if (done := finished_metrics(ckpt_path, config, run_dir)) is not None:
+        resume = read_resume_checkpoint(ckpt_path)  # read once for the two checks below
+        check_resume_compatible(resume, config, ckpt_path)
+        if (done := finished_metrics(resume, config, run_dir)) is not None:
             log.info("%s already finished this run (%s epochs; metrics in %s): nothing to do. Raise "
                      "trainer.max_epochs to continue it, or start a new run directory.", run_dir,
                      config["trainer"]["max_epochs"], run_dir / METRICS_FILENAME)

@@ -139,9 +139,10 @@ def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def checkpoint_step(path: str | os.PathLike[str]) -> int | None:
-    """The ``global_step`` of a readable checkpoint file, None when it does not load as one."""
+    """The ``global_step`` of a readable checkpoint file, None when it does not load as one. Memory-mapped: the
+    file's structure is read (a truncated file fails), its tensor data is not."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception:  # noqa: BLE001 - any failure means: not usable for a resume
         return None
     if not isinstance(data, Mapping) or "state_dict" not in data:
