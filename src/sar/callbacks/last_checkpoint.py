@@ -14,9 +14,9 @@ Save points (all in the same file, written through the trainer's CheckpointIO, a
 * ``on_validation_end`` of a fit (after the best checkpoint was chosen, so its bookkeeping is included).
 
 Each checkpoint also carries ``checkpoint["sar_progress"]``: the epoch, the batches processed in it, whether
-the epoch's training is complete and whether its validation ran. ``sar.train`` reads it to tell a finished run
-(relaunching it does nothing) from one to continue, and the DataModule uses it to restore the loader's position
-(:mod:`sar.data.sampler`).
+the epoch's training is complete, the epochs completed and the global step. ``sar.train`` reads it to tell a
+finished run (relaunching it does nothing) from one to continue. (The loader's position is restored by
+Lightning from the loader's own state, :mod:`sar.data.sampler`.)
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ LAST_NAME = "last.ckpt"
 
 
 def training_progress(trainer: pl.Trainer) -> dict[str, Any]:
-    """Where training stands: epoch, batches processed in it, whether its training / validation are done."""
+    """Where training stands: epoch, batches processed in it, whether its training is done, epochs completed,
+    global step."""
     batches = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
     total = trainer.num_training_batches
     epoch_done = total != float("inf") and batches >= int(total)
@@ -54,7 +55,6 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, dirpath: str | Path, every_n_steps: int | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_steps = int(every_n_steps or 0)
-        self._validated = False  # whether the current progress point has been validated
 
     @property
     def path(self) -> Path:
@@ -65,7 +65,6 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._validated = False
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
         last_batch = trainer.num_training_batches != float("inf") and batch_idx + 1 >= trainer.num_training_batches
@@ -76,14 +75,10 @@ class LastCheckpoint(Checkpoint):
     def _in_fit(self, trainer: pl.Trainer) -> bool:
         return trainer.state.fn == "fit" and not trainer.sanity_checking and not trainer.fast_dev_run
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._in_fit(trainer):
-            self._validated = True  # also seen by the best checkpoint, written before on_validation_end below
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._in_fit(trainer):
             self._save(trainer)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        checkpoint["sar_progress"] = {**training_progress(trainer), "validated": self._validated}
+        checkpoint["sar_progress"] = training_progress(trainer)
