@@ -227,3 +227,14 @@ def test_relaunching_a_finished_run(tmp_path: Path) -> None:
     more = run(tiny_cfg(tmp_path, "trainer.max_epochs=2"), run_dir)
     assert more["global_step"] == 10 and "already_finished" not in more
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if "-v" in p.name) == []
+
+
+def test_the_evaluator_is_built_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setup builds it (reading and validating the val ground truth) for fit; the final validate reuses it."""
+    import sar.systems.topdown as topdown
+
+    calls = []
+    real = topdown.build_evaluator
+    monkeypatch.setattr(topdown, "build_evaluator", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
+    run(tiny_cfg(tmp_path, "trainer.max_epochs=1", "trainer.checkpoint_every_n_steps=null"), tmp_path / "run")
+    assert len(calls) == 1

@@ -89,13 +89,16 @@ class TopDownSystem(PoseSystem):
         self._preds: dict[int, list[dict]] = {}
         self._vis: list[tuple[torch.Tensor, np.ndarray]] = []  # crops kept for W&B prediction images
         self.evaluator: Any = None  # built once in setup() from the attached DataModule's val set
+        self._evaluator_file: Any = None  # the val file it was built from
         self._gt: dict[str, Any] | None = None  # its ground truth for keypoint error / PCK
 
     def setup(self, stage: str) -> None:
         """Build the evaluator (which reads and validates the val ground truth) once, before training or
         validation starts: a bad val file fails here, not after the first training epoch."""
         dm = self._trainer.datamodule if self._trainer is not None else None
-        if stage in ("fit", "validate") and dm is not None and getattr(dm, "val_ann_file", None) is not None:
+        if stage not in ("fit", "validate") or dm is None or getattr(dm, "val_ann_file", None) is None:
+            return
+        if self.evaluator is None or self._evaluator_file != dm.val_ann_file:  # not again for the final validate
             self.build_evaluator(dm)
 
     def build_evaluator(self, dm: Any) -> Any:
@@ -105,6 +108,7 @@ class TopDownSystem(PoseSystem):
             use_nms=bool(ev["use_nms"]), nms_thr=float(ev["nms_thr"]), kpt_score_thr=float(ev["kpt_score_thr"]),
             score_mode=str(ev["score_mode"]), **getattr(dm, "evaluator_options", {}),
         )
+        self._evaluator_file = dm.val_ann_file
         self._gt = None
         return self.evaluator
 
