@@ -231,7 +231,7 @@ def test_relaunching_a_finished_run(tmp_path: Path) -> None:
 
 def test_the_evaluator_is_built_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Setup builds it (reading and validating the val ground truth) for fit; the final validate reuses it."""
-    import sar.systems.topdown as topdown
+    from sar.systems import topdown
 
     calls = []
     real = topdown.build_evaluator
