@@ -266,27 +266,23 @@ def test_write_json_atomic_writes_strict_json(tmp_path: Path) -> None:
 BAD_AREAS = [float("nan"), float("inf"), 0, -5.0, "1200", True, [10.0]]
 
 
+#: What reads a COCO ground-truth file: the evaluator (scoring) and the reader (training / validation records).
+GT_CONSUMERS = {
+    "evaluator": lambda path, image_root, spec: CocoEvaluator(path, spec),
+    "reader": lambda path, image_root, spec: load_coco_instances(path, image_root, spec),
+}
+
+
+@pytest.mark.parametrize("consumer", list(GT_CONSUMERS))
 @pytest.mark.parametrize("area", BAD_AREAS, ids=["nan", "inf", "zero", "negative", "string", "bool", "list"])
-def test_bad_gt_area_raises_in_evaluator(
-    coco_gt: dict, coco_spec: Any, coco_file: Path, tmp_path: Path, area: Any
+def test_bad_gt_area_raises(
+    coco_gt: dict, coco_spec: Any, coco_file: Path, tmp_path: Path, area: Any, consumer: str
 ) -> None:
     coco_gt["annotations"][4]["area"] = area
     ann_id = coco_gt["annotations"][4]["id"]
     path = _write(tmp_path, coco_gt)
     with pytest.raises(ValueError, match="area") as info:
-        CocoEvaluator(path, coco_spec)
-    assert str(path) in str(info.value) and str(ann_id) in str(info.value)
-
-
-@pytest.mark.parametrize("area", BAD_AREAS, ids=["nan", "inf", "zero", "negative", "string", "bool", "list"])
-def test_bad_gt_area_raises_in_reader(
-    coco_gt: dict, coco_spec: Any, coco_file: Path, tmp_path: Path, area: Any
-) -> None:
-    coco_gt["annotations"][4]["area"] = area
-    ann_id = coco_gt["annotations"][4]["id"]
-    path = _write(tmp_path, coco_gt)
-    with pytest.raises(ValueError, match="area") as info:
-        load_coco_instances(path, coco_file.parent, coco_spec)
+        GT_CONSUMERS[consumer](path, coco_file.parent, coco_spec)
     assert str(path) in str(info.value) and str(ann_id) in str(info.value)
 
 
