@@ -238,3 +238,13 @@ def test_the_evaluator_is_built_once_per_run(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(topdown, "build_evaluator", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
     run(tiny_cfg(tmp_path, "trainer.max_epochs=1", "trainer.checkpoint_every_n_steps=null"), tmp_path / "run")
     assert len(calls) == 1
+
+
+def test_nonfinite_tensors_names_each_bad_tensor() -> None:
+    from sar.callbacks.finite import nonfinite_tensors
+
+    outputs = {"a": torch.ones(3), "b": [torch.tensor([1.0, float("nan")]), torch.arange(3)],
+               "c": torch.tensor([float("-inf")])}
+    assert nonfinite_tensors(outputs, "outputs") == ["outputs.b[0]", "outputs.c"]
+    assert nonfinite_tensors(torch.tensor(float("inf")), "loss") == ["loss"]
+    assert nonfinite_tensors({"x": torch.ones(2), "i": torch.arange(2)}) == []

@@ -19,7 +19,6 @@ may stay finite for a while); the run is stopped at the first step whose outputs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
@@ -34,11 +33,16 @@ class NonFiniteError(RuntimeError):
     """Training or validation produced a NaN / inf (see the module docstring)."""
 
 
-def nonfinite_tensors(obj: Any, prefix: str = "") -> Iterator[str]:
-    """Names of the floating tensors (nested in dicts / lists) holding a NaN or inf."""
-    for name, tensor in named_tensors(obj, prefix):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            yield name or "tensor"
+def nonfinite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """Names of the floating tensors (nested in dicts / lists) holding a NaN or inf. Runs every training step:
+    the per-tensor flags are gathered on the tensors' device and read back once (one host sync on a GPU)."""
+    named = [(name, t) for name, t in named_tensors(obj, prefix) if t.is_floating_point()]
+    if not named:
+        return []
+    devices = {t.device for _, t in named}
+    flags = [torch.isfinite(t).all() for _, t in named]
+    finite = (torch.stack(flags) if len(devices) == 1 else torch.stack([f.cpu() for f in flags])).tolist()
+    return [name or "tensor" for (name, _), ok in zip(named, finite) if not ok]
 
 
 class FiniteGuard(pl.Callback):
@@ -61,15 +65,15 @@ class FiniteGuard(pl.Callback):
         )
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        if names := list(nonfinite_tensors(loss, "loss")):
+        if names := nonfinite_tensors(loss, "loss"):
             self._fail(trainer, "training", None, names)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.check_train_outputs and (names := list(nonfinite_tensors(outputs))):
+        if self.check_train_outputs and (names := nonfinite_tensors(outputs)):
             self._fail(trainer, "training", batch_idx, names)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self.check_val_outputs and (names := list(nonfinite_tensors(outputs, "predictions"))):
+        if self.check_val_outputs and (names := nonfinite_tensors(outputs, "predictions")):
             self._fail(trainer, f"validation (loader {dataloader_idx})", batch_idx, names)
