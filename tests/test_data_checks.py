@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,7 +119,8 @@ def test_real_sample_images_pass(shared_data: Path) -> None:
     assert find_bad_images([str(p) for p in images]) == {}
 
 
-def test_check_is_fast(tmp_path: Path) -> None:
+def test_check_finds_the_one_truncated_image_among_many(tmp_path: Path) -> None:
+    """Its speed is measured by `python -m sar.bench image_check` (BENCHMARKS.md), not here."""
     src = jpeg_bytes()
     paths = []
     for i in range(2000):
@@ -128,11 +128,9 @@ def test_check_is_fast(tmp_path: Path) -> None:
         path.write_bytes(src)
         paths.append(str(path))
     (tmp_path / "00007.jpg").write_bytes(src[:-100])
-    start = time.perf_counter()
     bad = find_bad_images(paths)
-    seconds = time.perf_counter() - start
     assert list(bad) == [str(tmp_path / "00007.jpg")]
-    assert seconds < 4.0, f"{len(paths)} images checked in {seconds:.2f} s"  # > 500 per second on a busy machine
+    assert bad[str(tmp_path / "00007.jpg")].startswith("truncated JPEG")
 
 
 def test_check_record_images_names_count_files_and_source(tmp_path: Path) -> None:

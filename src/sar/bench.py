@@ -53,6 +53,36 @@ def bench_pipeline(seconds: float = 20.0, workers: int = 2) -> dict:
     return {"samples_per_s": round(rate, 1), "workers": workers, "records": len(records)}
 
 
+def bench_image_check(copies: int = 2000) -> dict:
+    """The up-front image check (sar.data.image_check) against decoding the same files, in one run: ``copies``
+    copies of the real COCO sample images in a temporary folder (page cache warm for both passes)."""
+    import tempfile
+
+    import cv2
+
+    from sar.data.image_check import find_bad_images
+
+    sources = sorted((SHARED_DATA / "coco").rglob("*.jpg"))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(copies):
+            path = Path(tmp) / f"{i:06d}.jpg"
+            path.write_bytes(sources[i % len(sources)].read_bytes())
+            paths.append(str(path))
+        find_bad_images(paths[:50])  # warm-up (thread pool, imports)
+        start = time.perf_counter()
+        bad = find_bad_images(paths)
+        check_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for path in paths:
+            cv2.imread(path, cv2.IMREAD_COLOR)
+        decode_s = time.perf_counter() - start
+    if bad:
+        raise RuntimeError(f"the check flagged {len(bad)} good images: {list(bad)[:3]}")
+    return {"files": copies, "check_files_per_s": round(copies / check_s), "decode_files_per_s": round(copies / decode_s),
+            "check_vs_decode_speedup": round(decode_s / check_s, 1)}
+
+
 def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8, device: str = "cpu",
                precision: str = "32") -> dict:
     """Median img/s of full training steps; the two heads' steps are interleaved so drift hits both alike.
@@ -155,6 +185,10 @@ def _table(section: str, result: dict, first: str = "head") -> str:
         batch = next(iter(result["steps"].values()))["batch"]
         lines.append(f"\n(ResNet-50 256x192, batch {batch}, full training step.)\n")
         return "\n".join(lines) + "\n" + _table("train", result["runs"], first="precision (SAR head)")
+    if section == "image_check":
+        return ("| files | check files/s | decode files/s (cv2.imread) | check / decode speed |\n|---|---|---|---|\n"
+                f"| {result['files']} | {result['check_files_per_s']} | {result['decode_files_per_s']} | "
+                f"{result['check_vs_decode_speedup']}x |\n")
     if section == "step":
         return ("| head | img/s (batch 8, R50 256x192) |\n|---|---|\n"
                 f"| heatmap | {result['heatmap']} |\n| sar | {result['sar']} |\n\n"

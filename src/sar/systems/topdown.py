@@ -233,7 +233,8 @@ class TopDownSystem(PoseSystem):
     # -- bench / table ---------------------------------------------------------------------------------------
     @classmethod
     def bench_sections(cls) -> dict[str, Any]:
-        """``sar.bench`` sections of the top-down task: input pipeline, train step, make-train, GPU."""
+        """``sar.bench`` sections of the top-down task: input pipeline, train step, make-train, GPU, the up-front
+        image check."""
         from sar import bench
 
         return {
@@ -241,6 +242,7 @@ class TopDownSystem(PoseSystem):
             "step": lambda args: bench.bench_step(),
             "train": lambda args: bench.bench_train(args.overrides, fresh_data=args.fresh_data),
             "gpu": lambda args: bench.bench_gpu(args.overrides),
+            "image_check": lambda args: bench.bench_image_check(),
         }
 
     @classmethod
