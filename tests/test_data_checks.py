@@ -110,7 +110,7 @@ def test_check_image_missing_and_other_formats(tmp_path: Path, monkeypatch: pyte
     assert check_image(tmp_path / "a.bmp") is None
     monkeypatch.setattr(image_check, "_pil_image", lambda: None)  # Pillow not installed: OpenCV's signature check
     assert check_image(tmp_path / "a.bmp") is None
-    assert check_image(tmp_path / "missing.bmp") is not None
+    assert check_image(tmp_path / "missing.bmp") == "missing"
 
 
 def test_real_sample_images_pass(shared_data: Path) -> None:
