@@ -14,11 +14,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sar.models.backbones import build_backbone, build_backbone_from_cfg
+from sar.models.backbones import build_backbone
 from sar.models.necks import FPNNeck, resolve_deconv_layers
 from sar.models.pose_model import build_pose_model
 from sar.systems.topdown import TopDownSystem
 from sar.utils.config import CONF_DIR, to_container
+from sar.utils.instantiate import build
 
 PAPER_INPUT = (192, 256)  # (w, h): the paper's ResNet / HRNet / ViT-S COCO input
 BACKBONES = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
@@ -41,14 +42,10 @@ def _single_thread():
 
 
 def backbone_cfg(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml"), resolve=True)
-
-
-def head_cfg(name: str) -> dict:
-    """The top-down head `name` as composed: its menu entry merged with its implementation."""
-    merged = OmegaConf.merge(OmegaConf.load(CONF_DIR / "head" / f"{name}.yaml"),
-                             OmegaConf.load(CONF_DIR / "heads" / "topdown" / f"{name}.yaml"))
-    return OmegaConf.to_container(merged, resolve=True)
+    """conf/backbone/<name>.yaml as composed (without its defaults list: the neck it selects)."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml"), resolve=True)
+    cfg.pop("defaults", None)
+    return cfg
 
 
 # -- backbones -------------------------------------------------------------------------------------------
@@ -56,7 +53,7 @@ def head_cfg(name: str) -> dict:
 def test_backbone_yaml_documents_channels_and_stride(name: str) -> None:
     cfg = backbone_cfg(name)
     size = (64, 96)  # small input (w, h) keeps this fast; the pair test below runs the paper input size
-    backbone = build_backbone_from_cfg(cfg, size)  # raises when the yaml's channels/stride are wrong
+    backbone = build(cfg, "backbone", input_size=size)  # raises when the yaml's channels/stride are wrong
     channels, stride = backbone.channels[-1], backbone.strides[-1]
     if name in EXPECTED:
         assert (channels, stride) == EXPECTED[name]
@@ -69,13 +66,13 @@ def test_backbone_yaml_documents_channels_and_stride(name: str) -> None:
 def test_documented_channels_are_checked() -> None:
     cfg = dict(backbone_cfg("resnet18"), channels=64)
     with pytest.raises(ValueError, match="channels=64"):
-        build_backbone_from_cfg(cfg, PAPER_INPUT)
+        build(cfg, "backbone", input_size=PAPER_INPUT)
 
 
 def test_hrnet_branch_is_timm_final_stage_branch_1_without_unused_parameters() -> None:
     """The pruned model computes exactly timm's raw stride-4 output; every parameter gets a gradient."""
     torch.manual_seed(0)
-    ours = build_backbone_from_cfg(backbone_cfg("hrnet_w32"), (64, 64))
+    ours = build(backbone_cfg("hrnet_w32"), "backbone", input_size=(64, 64))
     assert ours.channels == [32] and ours.strides == [4]
     assert len(ours.body.stage4[-1].fuse_layers) == 1  # only the fuse into branch 1 is kept
     # The pose HRNet-W32 backbone: 28.5M parameters (the 32 -> K final conv adds ~0.6K).
@@ -97,7 +94,7 @@ def test_hrnet_branch_is_timm_final_stage_branch_1_without_unused_parameters() -
 
 
 def test_vit_is_built_for_the_input_size_and_returns_the_normed_token_map() -> None:
-    vit = build_backbone_from_cfg(backbone_cfg("vit_small"), (96, 128))
+    vit = build(backbone_cfg("vit_small"), "backbone", input_size=(96, 128))
     model = vit.body.model
     assert tuple(model.patch_embed.grid_size) == (8, 6)
     assert model.pos_embed.shape[1] == model.num_prefix_tokens + 8 * 6
@@ -121,7 +118,7 @@ def test_vit_local_224_checkpoint_resamples_pos_embed(tmp_path: Path) -> None:
     path = tmp_path / "vit_s_224.pth"
     torch.save({"model": classifier.state_dict()}, path)
     cfg = dict(backbone_cfg("vit_small"), pretrained=str(path))
-    vit = build_backbone_from_cfg(cfg, (96, 128))
+    vit = build(cfg, "backbone", input_size=(96, 128))
     model = vit.body.model
     assert model.pos_embed.shape == (1, 1 + 8 * 6, 384)
     torch.testing.assert_close(model.pos_embed[:, 0], classifier.pos_embed[:, 0])  # class token untouched
@@ -133,7 +130,7 @@ def test_hrnet_local_file_round_trip(tmp_path: Path) -> None:
     source = build_backbone("hrnet_w32", out_indices=(1,), feature_location="")
     path = tmp_path / "hrnet.pth"
     torch.save(source.state_dict(), path)
-    loaded = build_backbone_from_cfg(dict(backbone_cfg("hrnet_w32"), pretrained=str(path)), PAPER_INPUT)
+    loaded = build(dict(backbone_cfg("hrnet_w32"), pretrained=str(path)), "backbone", input_size=PAPER_INPUT)
     for (k, a), (_, b) in zip(source.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
 
@@ -165,9 +162,7 @@ def test_resolve_deconv_layers() -> None:
     ],
 )
 def test_auto_deconvs_per_backbone(backbone: str, num_layers: object, layers: int, map_size: tuple) -> None:
-    head = head_cfg("sar")
-    head["deconv"]["num_layers"] = num_layers
-    cfg = {"backbone": backbone_cfg(backbone), "head": head, "input_size": list(PAPER_INPUT)}
+    cfg = compose_cfg(backbone, "sar", num_layers)
     model, size = build_pose_model(cfg, 17)
     assert model.neck.num_layers == layers and size == map_size
     assert model.stride == PAPER_INPUT[0] // map_size[0]
@@ -176,7 +171,7 @@ def test_auto_deconvs_per_backbone(backbone: str, num_layers: object, layers: in
 
 def test_input_size_must_fit_backbone_stride() -> None:
     for backbone in ("resnet18", "hrnet_w32"):  # stride 32; stride 4 but with a stride-32 lowest branch
-        cfg = {"backbone": backbone_cfg(backbone), "head": head_cfg("sar"), "input_size": [200, 256]}
+        cfg = dict(compose_cfg(backbone, "sar", None), input_size=[200, 256])
         with pytest.raises(ValueError, match="multiple"):
             build_pose_model(cfg, 17)
 
@@ -199,7 +194,7 @@ def _pair_params() -> list:
     return params
 
 
-def compose_cfg(backbone: str, head: str, deconvs: int | None) -> dict:
+def compose_cfg(backbone: str, head: str, deconvs: int | str | None) -> dict:
     overrides = [f"backbone={backbone}", f"head={head}", f"input_size=[{PAPER_INPUT[0]},{PAPER_INPUT[1]}]"]
     if deconvs is not None:
         overrides.append(f"head.deconv.num_layers={deconvs}")
@@ -227,7 +222,7 @@ def test_backbone_head_pair_trains_and_predicts(backbone: str, head: str, deconv
     stride = system.model.backbone.strides[-1]
     layers = system.model.neck.num_layers
     if isinstance(system.model.neck, FPNNeck):  # the CPU default's neck: fused to the finest returned level
-        assert cfg["backbone"]["neck"] == "fpn"
+        assert cfg["neck"]["_target_"] == "sar.models.necks.FPNNeck.on_backbone"
         out_stride = system.model.backbone.strides[0]
     else:
         if cfg["head"].get("deconv", {}).get("num_layers") == "auto":

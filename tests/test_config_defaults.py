@@ -3,7 +3,7 @@
 * Every option of every config group composes with ``train.yaml``, resolves, and builds what it names (the task's
   system and DataModule, optimiser and schedule, callbacks, logger, and the Trainer on the CPU) with no key filled
   in by code: the fallbacks kept for configs stored by older checkpoints
-  (``sar.utils.config_keys.STORED_CONFIG_DEFAULTS``) are switched off here.
+  (``sar.stored_config.STORED_CONFIG_DEFAULTS``) are switched off here.
 * A required key deleted from a composed config makes the code that reads it raise an error naming the key.
 """
 
@@ -20,19 +20,21 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
+from sar import stored_config
 from sar.build import build_datamodule, build_system
 from sar.data.datamodule import TopDownDataModule
 from sar.data.spec import load_spec
 from sar.data.topdown import AugConfig
 from sar.evaluate import build_run_config, evaluation_knobs
+from sar.stored_config import STORED_CONFIG_DEFAULTS, upgrade_config
 from sar.train import build_callbacks, build_trainer, check_resume_compatible, merge_head_evaluation
 from sar.utils import config_keys
 from sar.utils.config import CONF_DIR, to_container
-from sar.utils.config_keys import STORED_CONFIG_DEFAULTS, MissingConfigKey, with_stored_defaults
+from sar.utils.config_keys import MissingConfigKey
 from sar.utils.loggers import build_logger
 from sar.utils.scale import prepare_run_config
 
-GROUPS = ("task", "dataset", "backbone", "head", "trainer", "logger", "optim", "callbacks", "experiment")
+GROUPS = ("task", "dataset", "backbone", "neck", "head", "trainer", "logger", "optim", "callbacks", "experiment")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
 # A multiple of every backbone's stride and input_multiple (32): small enough to build every network in seconds.
 SMALL_INPUT = "input_size=[64,64]"
@@ -49,7 +51,7 @@ def _one_thread():
 @pytest.fixture
 def no_stored_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     """A composed config must not need the values kept for old checkpoints' configs."""
-    monkeypatch.setattr(config_keys, "STORED_CONFIG_DEFAULTS", {})
+    monkeypatch.setattr(stored_config, "STORED_CONFIG_DEFAULTS", {})
 
 
 def composed(*overrides: str, run_dir: Path | None = None) -> DictConfig:
@@ -131,7 +133,7 @@ def test_stored_config_fallbacks_are_the_yaml_values_where_the_yaml_states_none_
         bcfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "backbone" / f"{backbone}.yaml"))
         for dotted, value in STORED_CONFIG_DEFAULTS.items():
             key = dotted.split(".", 1)[1]
-            if dotted.startswith("backbone.") and key not in ("channels", "stride", "fpn_out_conv"):
+            if dotted.startswith("backbone.") and key not in ("channels", "stride"):
                 assert bcfg[key] == value, (backbone, dotted)
     augmentation = OmegaConf.load(CONF_DIR / "task" / "topdown.yaml").augmentation
     for dotted, value in STORED_CONFIG_DEFAULTS.items():
@@ -141,35 +143,52 @@ def test_stored_config_fallbacks_are_the_yaml_values_where_the_yaml_states_none_
 
 def test_an_old_stored_config_gets_the_keys_it_predates() -> None:
     old = {"backbone": {"name": "resnet18", "timm_name": "resnet18", "pretrained": False, "channels": 512},
-           "task": {"padding": 1.25, "augmentation": {"flip_prob": 0.5}}, "dataset": {"name": "x"}}
-    new = with_stored_defaults(old)
-    assert new["backbone"]["neck"] == "deconv" and new["backbone"]["channels"] == 512
+           "head": {"deconv": {"num_layers": "auto", "channels": 256}},
+           "task": {"system": {}, "padding": 1.25, "augmentation": {"flip_prob": 0.5}}, "dataset": {"name": "x"}}
+    new = upgrade_config(old)
+    assert new["neck"] == {"_target_": "sar.models.necks.DeconvNeck.on_backbone", "num_layers": "auto",
+                           "channels": 256}
+    assert new["backbone"]["_target_"] == "sar.models.backbones.timm_backbone"
+    assert new["backbone"]["channels"] == 512 and new["backbone"]["out_indices"] is None
     assert new["task"]["augmentation"]["scale_prob"] == 1.0 and new["task"]["augmentation"]["flip_prob"] == 0.5
-    assert "neck" not in old["backbone"] and "scale_prob" not in old["task"]["augmentation"]  # not modified
-    assert with_stored_defaults({"input_size": [64, 64]}) == {"input_size": [64, 64]}  # no parent: nothing added
+    assert "out_indices" not in old["backbone"] and "scale_prob" not in old["task"]["augmentation"]  # not modified
+    assert "neck" not in old
+    fpn = upgrade_config({**old, "backbone": {**old["backbone"], "neck": "fpn", "deconv_channels": 128}})
+    assert fpn["neck"] == {"_target_": "sar.models.necks.FPNNeck.on_backbone", "channels": 128, "out_conv": "full"}
+    assert "neck" not in fpn["backbone"] and "deconv_channels" not in fpn["backbone"]
 
 
 def _as_stored_before(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` as a checkpoint written just before issue 10 stored it: without the keys of STORED_CONFIG_DEFAULTS
-    that conf/ stated for no resnet / augmentation then (documented channels and stride: since issue 3)."""
+    whose value it has (conf/ stated them for no resnet / augmentation then; channels and stride: since issue 3), and with
+    the neck as backbone keys (``backbone.neck``: absent for the deconvolutions, ``fpn`` with its width and output
+    conv), the backbone without ``_target_``."""
     config = copy.deepcopy(config)
     for dotted in set(STORED_CONFIG_DEFAULTS) - {"backbone.channels", "backbone.stride"}:
         *parents, key = dotted.split(".")
         node = config
         for name in parents:
             node = node[name]
-        node.pop(key, None)
+        if node.get(key) == STORED_CONFIG_DEFAULTS[dotted]:  # a value of its own was stated then too
+            node.pop(key)
+    neck, backbone = config.pop("neck"), config["backbone"]
+    backbone.pop("_target_")
+    if neck["_target_"].startswith("sar.models.necks.FPNNeck"):
+        backbone.update(neck="fpn", deconv_channels=neck["channels"], fpn_out_conv=neck["out_conv"])
     return config
 
 
-def test_a_config_stored_before_the_keys_were_in_conf_builds_the_same_system() -> None:
-    config = run_config(composed("backbone=resnet18", SMALL_INPUT))
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3"])
+def test_a_config_stored_before_the_keys_were_in_conf_builds_the_same_system(backbone: str) -> None:
+    config = run_config(composed(f"backbone={backbone}", SMALL_INPUT))
     old = _as_stored_before(config)
-    assert "neck" not in old["backbone"] and "scale_prob" not in old["task"]["augmentation"]
+    assert "neck" not in old and "scale_prob" not in old["task"]["augmentation"]
+    assert upgrade_config(old)["neck"] == config["neck"]
     torch.manual_seed(0)
     new_system = build_system(config)
     torch.manual_seed(0)
     old_system = build_system(old)
+    assert type(old_system.model.neck) is type(new_system.model.neck)
     new_weights, old_weights = new_system.state_dict(), old_system.state_dict()
     assert new_weights.keys() == old_weights.keys()
     assert all(torch.equal(new_weights[k], old_weights[k]) for k in new_weights)
@@ -183,9 +202,9 @@ def test_a_run_stored_before_the_keys_were_in_conf_resumes(tmp_path: Path) -> No
     torch.save({"hyper_parameters": {"cfg": _as_stored_before(config)}}, path)
     check_resume_compatible(str(path), config)  # the same run: no error
     other = _as_stored_before(config)
-    other["backbone"]["neck"] = "fpn"
+    other["backbone"].update(neck="fpn", deconv_channels=128)
     torch.save({"hyper_parameters": {"cfg": other}}, path)
-    with pytest.raises(ValueError, match="backbone differ"):
+    with pytest.raises(ValueError, match="neck differ"):
         check_resume_compatible(str(path), config)
 
 
@@ -198,6 +217,21 @@ def test_evaluate_knobs_come_from_conf_evaluate_yaml() -> None:
     assert run["task"]["evaluation"] == ckpt_cfg["task"]["evaluation"]  # null knobs keep the checkpoint's values
     assert run["trainer"]["accelerator"] == "cpu" and run["trainer"]["devices"] == 1
     assert run["dataset"]["num_workers"] == ckpt_cfg["dataset"]["num_workers"]
+
+
+def test_the_evaluation_trainer_takes_any_trainer_argument(tmp_path: Path) -> None:
+    """conf/evaluate.yaml's trainer block is a _target_ config: a key it does not list reaches the Trainer."""
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from sar.utils.instantiate import build
+
+    overrides = ["ckpt=x.ckpt", "+trainer.profiler=simple", "trainer.limit_val_batches=2"]
+    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
+        eval_cfg = OmegaConf.to_container(compose(config_name="evaluate", overrides=overrides), resolve=True)
+    run = build_run_config(eval_cfg, run_config(composed()), None, "x.ckpt")
+    trainer = build(run["evaluate"]["trainer"], "trainer", default_root_dir=str(tmp_path))
+    assert isinstance(trainer.profiler, SimpleProfiler) and trainer.limit_val_batches == 2
+    assert trainer.logger is None and trainer.checkpoint_callback is None and trainer.precision == "32-true"
 
 
 # -- a required key deleted from a composed config: the error names it --------------------------------------------
@@ -226,11 +260,6 @@ DELETIONS = [
     ("dataset.val_batch_size", (), _datamodule),
     ("dataset.format", (), _datamodule),
     ("input_size", (), build_system),
-    ("backbone.timm_name", (), build_system),
-    ("backbone.out_indices", (), build_system),
-    ("backbone.deconv_channels", (), build_system),         # the FPN of the default backbone
-    ("head.deconv", ("backbone=resnet18",), build_system),
-    ("head.deconv.num_layers", ("backbone=resnet18",), build_system),
     ("trainer.accelerator", (), _prepare),
     ("trainer.precision", (), _prepare),
     ("trainer.num_nodes", (), _prepare),
@@ -246,6 +275,25 @@ def test_a_missing_required_key_is_named(key: str, overrides: tuple[str, ...], r
     config["backbone"]["pretrained"] = False
     with pytest.raises(MissingConfigKey, match=re.escape(f"{key} is missing from the config")):
         reader(_delete(config, key))
+
+
+# Parts built from a `_target_` config: a missing argument is named with the part (its config's dotted path).
+TARGET_DELETIONS = [
+    ("backbone", "timm_name", ()),
+    ("backbone", "out_indices", ()),
+    ("neck", "channels", ()),                       # the FPN of the default backbone
+    ("neck", "num_layers", ("backbone=resnet18",)),  # the deconvolutions of the paper backbones
+    ("neck", "_target_", ()),
+]
+
+
+@pytest.mark.parametrize(("part", "key", "overrides"), TARGET_DELETIONS, ids=[f"{p}.{k}" for p, k, _ in TARGET_DELETIONS])
+def test_a_missing_argument_of_a_built_part_is_named(part: str, key: str, overrides: tuple[str, ...],
+                                                     no_stored_fallbacks: None) -> None:
+    config = to_container(composed(*overrides, SMALL_INPUT))
+    config["backbone"]["pretrained"] = False
+    with pytest.raises(ValueError, match=rf"^{part}\b.*{key}"):
+        build_system(_delete(config, f"{part}.{key}"))
 
 
 def test_the_error_names_the_dotted_key() -> None:

@@ -182,6 +182,25 @@ def test_valid_dataset_passes(root: Path) -> None:
     dm.check_trainable("val/AP")
 
 
+def test_setup_reads_each_annotation_file_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The val file serves the results-only check, the detection and GT-box loaders and the keypoint error from one
+    read (a COCO val file takes seconds to parse)."""
+    from sar.data import formats
+    from sar.data.formats import coco
+
+    reads: list[str] = []
+
+    def counting(path):
+        reads.append(Path(path).name)
+        return formats.read_json(path)
+
+    monkeypatch.setattr(coco, "read_json", counting)
+    dm = dm_for(root)
+    dm.setup("fit")
+    assert dm.results_only is False and dm.val_annotations["annotations"]
+    assert sorted(reads) == sorted([Path(TRAIN_ANN).name, Path(VAL_ANN).name, Path(DET).name])
+
+
 def test_missing_train_image_fails_setup(root: Path) -> None:
     image = first_image(root, "train")
     image.unlink()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sar.models.necks import FPNNeck
+from sar.models.necks import DeconvNeck, FPNNeck
 from sar.models.pose_model import build_pose_model
+from sar.utils.config import compose_train_config, to_container
 
 
 def test_fpn_neck_fuses_all_levels_at_the_finest_stride() -> None:
@@ -25,24 +26,31 @@ def test_fpn_neck_fuses_all_levels_at_the_finest_stride() -> None:
         neck(feats[:2])
 
 
-def test_default_backbone_uses_the_fpn_neck_at_stride_4() -> None:
-    cfg = {"backbone": {"timm_name": "mobilenetv3_large_100", "pretrained": False, "out_indices": [1, 2, 3, 4], "neck": "fpn",
-                        "deconv_channels": 32},
-           "head": {"name": "sar", "deconv": {"num_layers": "auto", "channels": 32}}, "input_size": [96, 128]}
+def network_config(*overrides: str) -> dict:
+    return to_container(compose_train_config(*overrides))
+
+
+def test_default_backbone_selects_the_fpn_neck_at_stride_4() -> None:
+    cfg = network_config("neck.channels=32")
+    assert cfg["neck"]["_target_"] == "sar.models.necks.FPNNeck.on_backbone"  # chosen by backbone=mobilenetv3
     model, size = build_pose_model(cfg, 17)
-    assert isinstance(model.neck, FPNNeck) and size == (24, 32)
+    assert isinstance(model.neck, FPNNeck) and model.neck.out_channels == 32 and size == (24, 32)
+    assert model.stride == 4 and model.neck.out_stride == 4
     out = model(torch.randn(1, 3, 128, 96))
     assert out["logits"].shape == (1, 17, 32, 24)
-    cfg["backbone"]["neck"] = "unet"
-    with pytest.raises(ValueError, match="deconv' or 'fpn"):
-        build_pose_model(cfg, 17)
+    with pytest.raises(ValueError, match="at least two"):  # a one-level backbone cannot feed the FPN
+        build_pose_model(network_config("backbone=resnet18", "neck=fpn"), 17)
 
 
-def test_heads_without_deconvs_read_the_last_map_under_the_fpn_backbone() -> None:
-    cfg = {"backbone": {"timm_name": "mobilenetv3_large_100", "pretrained": False, "out_indices": [1, 2, 3, 4], "neck": "fpn"},
-           "head": {"name": "regression", "deconv": None}, "input_size": [96, 128]}
+def test_neck_choice_on_the_command_line_wins_over_the_backbones() -> None:
+    """neck=deconv under the FPN backbone: the head's deconvolutions (its `deconv` block) on the last map."""
+    cfg = network_config("neck=deconv", "backbone.out_indices=null", "head.deconv.channels=16")
+    model, size = build_pose_model(cfg, 17)
+    assert isinstance(model.neck, DeconvNeck) and model.neck.num_layers == 3 and model.neck.out_channels == 16
+    assert size == (24, 32)
+    cfg = network_config("neck=deconv", "backbone.out_indices=null", "head=rle")  # RLE: no deconvolutions
     model, _ = build_pose_model(cfg, 17)
-    assert not isinstance(model.neck, FPNNeck) and model.neck.num_layers == 0
+    assert model.neck.num_layers == 0 and model.stride == 32
     assert model.head(model.neck(model.backbone(torch.randn(1, 3, 128, 96))))["coords"].shape == (1, 17, 2)
 
 
@@ -63,12 +71,10 @@ def test_separable_output_conv_is_depthwise_then_pointwise() -> None:
 def test_channels_last_model_gives_the_same_outputs(head: str) -> None:
     """backbone.channels_last only changes the memory layout: same weights give the same outputs (to float
     rounding), returned with contiguous NCHW strides, and gradients flow."""
-    bcfg = {"timm_name": "mobilenetv3_large_100", "pretrained": False, "out_indices": [1, 2, 3, 4], "neck": "fpn", "deconv_channels": 16,
-            "fpn_out_conv": "separable"}
-    hcfg = {"name": head, "deconv": {"num_layers": "auto", "channels": 16} if head != "rle" else None}
+    overrides = (f"head={head}", "neck.channels=16", "input_size=[64,64]")
     torch.manual_seed(0)
-    ref, _ = build_pose_model({"backbone": bcfg, "head": hcfg, "input_size": [64, 64]}, 5)
-    nhwc, _ = build_pose_model({"backbone": {**bcfg, "channels_last": True}, "head": hcfg, "input_size": [64, 64]}, 5)
+    ref, _ = build_pose_model(network_config(*overrides, "backbone.channels_last=false"), 5)
+    nhwc, _ = build_pose_model(network_config(*overrides, "backbone.channels_last=true"), 5)
     nhwc.load_state_dict(ref.state_dict())
     conv = next(m for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from sar.utils.config import compose_train_config, to_container
+
 SHARED_DATA = Path(os.environ.get("SAR_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 
@@ -96,18 +98,14 @@ def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8, device: str = "c
     scaler = torch.amp.GradScaler(device, enabled=dtype is torch.float16)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     setups = {}
-    for head, loss_cfg, extra in (
-        ("heatmap", {"type": "mse"}, {}),
-        ("sar", {"type": "sar", "lambda_": 16.0, "aux_weight": 1.0}, {"with_heatmap": True}),
-    ):
-        cfg = {"backbone": {"timm_name": "resnet50", "pretrained": False}, "input_size": [192, 256],
-               "head": {"name": head, "deconv": {"num_layers": 3, "channels": 256}, **extra}}
+    for head in ("heatmap", "sar"):  # the shipped head configs on SimpleBaseline ResNet-50 at 256x192
+        cfg = to_container(compose_train_config("backbone=resnet50", f"head={head}", "input_size=[192,256]"))
         model, (w, h) = build_pose_model(cfg, 17)
         model.to(device)
         targets = {"heatmap": torch.rand(batch, 17, h, w, device=device),
                    "keypoint_weights": torch.ones(batch, 17, device=device),
                    "keypoints_norm": torch.rand(batch, 17, 2, device=device)}
-        setups[head] = (model, build_loss(loss_cfg), torch.optim.Adam(model.parameters(), lr=1e-4), targets)
+        setups[head] = (model, build_loss(cfg["head"]["loss"]), torch.optim.Adam(model.parameters(), lr=1e-4), targets)
     images = torch.randn(batch, 3, 256, 192, device=device)
     times: dict[str, list[float]] = {name: [] for name in setups}
     for i in range(warmup + iters):
@@ -214,11 +212,9 @@ def write_section(path: Path, section: str, command: str, body: str) -> None:
 
 def task_sections(task: str) -> dict[str, Any]:
     """The ``sar.bench`` sections of a task (``PoseSystem.bench_sections`` of its ``task.system``)."""
-    from hydra import compose, initialize_config_module
     from hydra.utils import get_object
 
-    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"task={task}"])
+    cfg = compose_train_config(f"task={task}")
     return get_object(str(cfg.task.system["_target_"])).bench_sections()
 
 

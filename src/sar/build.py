@@ -18,46 +18,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from sar.stored_config import upgrade_config
 from sar.utils.instantiate import call_target
 
 __all__ = ["build_datamodule", "build_system", "build_task", "upgrade_config"]
-
-#: What a config stored by a checkpoint written before the task seam lacked (they were all top-down runs).
-LEGACY_TASK = {
-    "system": {"_target_": "sar.systems.topdown.TopDownSystem"},
-    "datamodule": {"_target_": "sar.data.datamodule.TopDownDataModule.from_run_config"},
-}
-
-
-def upgrade_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A run config as this version builds it. Configs stored by checkpoints written before the ``_target_``
-    composition (no ``task.system``) are translated: they are top-down runs, their head modules, codecs and
-    losses are mapped from their names (``sar.models.pose_model.LEGACY_HEADS``, ``sar.codecs.LEGACY_TYPES``,
-    ``sar.models.losses.LEGACY_TYPES``) with the values code filled in then. Current configs pass unchanged."""
-    config = dict(config)
-    task = dict(config.get("task") or {})
-    if "system" not in task:
-        if task.get("name") not in (None, "topdown", "wholebody"):
-            raise ValueError(f"config of task {task.get('name')!r} names no task.system (_target_ of its "
-                             "LightningModule); only top-down configs from before the task seam are translated")
-        task = {**LEGACY_TASK, **task}
-        config.setdefault("family", {"name": "topdown"})
-    config["task"] = task
-    optim = dict(config.get("optim") or {})
-    if optim and "optimizer" not in optim:  # before optim.optimizer / optim.lr_scheduler were _target_ configs
-        names = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
-        if optim.get("name") not in names:
-            raise ValueError(f"config with optimiser {optim.get('name')!r} names no optim.optimizer")
-        default_wd = 0.0 if optim["name"] == "adam" else 0.01  # what code used when the file had no weight_decay
-        optim["optimizer"] = {"_target_": names[optim["name"]], "weight_decay": optim.get("weight_decay", default_wd)}
-        optim["lr_scheduler"] = {
-            "_target_": "sar.systems.optim.warmup_schedule", "warmup_iters": optim.get("warmup_iters", 0),
-            "warmup_ratio": optim.get("warmup_ratio", 0.001), "decay": optim.get("scheduler", "none"),
-            "milestones": list(optim.get("milestones", [])), "gamma": optim.get("gamma", 0.1),
-        }
-        config["optim"] = optim
-    return config
-
 
 def build_system(config: Mapping[str, Any]) -> pl.LightningModule:
     """The task's LightningModule (``task.system``), built from the whole run config."""

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +40,7 @@ from sar.evaluation.results import report_metrics
 from sar.utils.checkpoint import checkpoint_config, inference_config
 from sar.utils.config import CONF_DIR, print_config, save_config
 from sar.utils.config_keys import require
+from sar.utils.instantiate import build
 
 log = logging.getLogger("sar.evaluate")
 
@@ -70,8 +70,10 @@ def evaluation_knobs(eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def resolve_trainer(eval_trainer: Mapping[str, Any], ckpt_trainer: Mapping[str, Any]) -> dict[str, Any]:
-    """Trainer settings of the evaluation: ``eval_trainer`` is the ``trainer`` block of conf/evaluate.yaml (every
-    key present), ``ckpt_trainer`` the checkpoint's."""
+    """The evaluation's Trainer config (``_target_``): ``eval_trainer`` is the ``trainer`` block of
+    conf/evaluate.yaml (every key present, plus any the user added), ``ckpt_trainer`` the checkpoint's. Null
+    ``accelerator`` / ``precision`` are resolved from the checkpoint; other null values are left out (Lightning's
+    default)."""
     def key(name: str) -> Any:
         return require(eval_trainer, name, "trainer")
 
@@ -86,14 +88,10 @@ def resolve_trainer(eval_trainer: Mapping[str, Any], ckpt_trainer: Mapping[str, 
     precision = key("precision")
     if precision is None:
         precision = 32 if accelerator == "cpu" else require(ckpt_trainer, "precision", "trainer")
-    out = {
-        "accelerator": accelerator,
-        "devices": key("devices"),
-        "strategy": key("strategy") or "auto",  # null: Lightning's default
-        "precision": precision,
-    }
-    if key("limit_val_batches") is not None:
-        out["limit_val_batches"] = eval_trainer["limit_val_batches"]
+    for name in ("_target_", "devices", "strategy", "limit_val_batches"):
+        key(name)  # stated in conf/evaluate.yaml
+    out = {k: v for k, v in eval_trainer.items() if v is not None}
+    out.update(accelerator=accelerator, precision=precision)
     return out
 
 
@@ -132,8 +130,10 @@ def build_run_config(
         run["dataset"]["val_batch_size"] = int(knobs["batch_size"])
     if knobs["num_workers"] is not None:
         run["dataset"]["num_workers"] = int(knobs["num_workers"])
-    run["trainer"] = {**dict(run["trainer"]), **resolve_trainer(knobs["trainer"], run["trainer"])}
-    run["evaluate"] = {"ckpt": ckpt, "dataset": dataset_choice or "checkpoint"}
+    eval_trainer = resolve_trainer(knobs["trainer"], run["trainer"])
+    # the run's trainer settings as evaluated (the system may read them); the Trainer is built from evaluate.trainer
+    run["trainer"] = {**dict(run["trainer"]), **{k: v for k, v in eval_trainer.items() if k in run["trainer"]}}
+    run["evaluate"] = {"ckpt": ckpt, "dataset": dataset_choice or "checkpoint", "trainer": eval_trainer}
     return inference_config(run)
 
 
@@ -146,10 +146,7 @@ def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str,
     save_config(OmegaConf.create(config), run_dir)
 
     system, datamodule = build_task(config)
-    trainer_kwargs = {k: config["trainer"][k] for k in ("accelerator", "devices", "strategy", "precision")}
-    if "limit_val_batches" in config["trainer"]:
-        trainer_kwargs["limit_val_batches"] = config["trainer"]["limit_val_batches"]
-    trainer = pl.Trainer(default_root_dir=str(run_dir), logger=False, enable_checkpointing=False, **trainer_kwargs)
+    trainer = build(config["evaluate"]["trainer"], "trainer", default_root_dir=str(run_dir))
     system.results_dir = run_dir
     start = time.time()
     trainer.validate(system, datamodule=datamodule, ckpt_path=ckpt, verbose=False)

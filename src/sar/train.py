@@ -24,13 +24,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from sar.build import build_task
 from sar.callbacks import LastCheckpoint
 from sar.evaluation.results import METRICS_FILENAME, report_metrics
+from sar.stored_config import upgrade_config
 from sar.utils.checkpoint_io import (
     is_readable_checkpoint,
     newest_readable_checkpoint,
     remove_stale_temp_files,
 )
 from sar.utils.config import print_config, save_config, to_container
-from sar.utils.config_keys import require, with_stored_defaults
+from sar.utils.config_keys import require
 from sar.utils.hydra_ddp import sweep_job
 from sar.utils.instantiate import build
 from sar.utils.loggers import build_logger
@@ -103,7 +104,8 @@ def finished_metrics(ckpt: str | Mapping[str, Any], config: dict[str, Any], run_
         return None  # unreadable metrics: redo the final evaluation
 
 
-RESUME_KEYS = ("backbone", "head", "input_size", "optim")  # what must match for a resume to continue the same run
+# What must match for a resume to continue the same run.
+RESUME_KEYS = ("backbone", "neck", "head", "input_size", "optim")
 
 
 def check_resume_compatible(ckpt: str | Mapping[str, Any], config: dict[str, Any], source: str | None = None) -> None:
@@ -113,9 +115,8 @@ def check_resume_compatible(ckpt: str | Mapping[str, Any], config: dict[str, Any
     saved = (read_resume_checkpoint(ckpt).get("hyper_parameters") or {}).get("cfg")
     if not saved:
         return
-    # The stored config is data: it may predate keys, which get the values code used then (this run's config too,
-    # for the keys its options need not state, e.g. backbone.fpn_out_conv without the FPN neck).
-    saved, config = with_stored_defaults(saved), with_stored_defaults(config)
+    # The stored config is data: it may predate keys or the current layout (translated as when it is built).
+    saved, config = upgrade_config(saved), upgrade_config(config)
 
     def part(value: Any) -> Any:  # the lr scaling may differ (another device count)
         return {k: v for k, v in value.items() if k != "scaled"} if isinstance(value, dict) else value

@@ -42,7 +42,7 @@ from sar.data.image_check import check_record_images
 from sar.data.sampler import EpochSampler, ResumableLoader
 from sar.data.spec import KeypointSpec
 from sar.data.topdown import AugConfig, TopDownDataset
-from sar.utils.config_keys import require, with_stored_defaults
+from sar.utils.config_keys import require
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,13 @@ class TopDownDataModule(pl.LightningDataModule):
         self.root: Path | None = None
         self.train_set: TopDownDataset | None = None
         self.val_sets: list[TopDownDataset] = []
-        self._results_only: bool | None = None
+        self._val_annotations: dict[str, Any] | None = None
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any], system: Any) -> TopDownDataModule:
         """The DataModule of a run config (``task.datamodule`` of conf/task/topdown.yaml): the dataset config,
         the task's augmentation with the dataset's own block over it, the box padding and the seed; the keypoint
         spec and the codec are the system's (one codec object for targets and decoding)."""
-        config = with_stored_defaults(config)  # augmentation keys an older checkpoint's config predates
         task, dataset = require(config, "task"), require(config, "dataset")
         # dataset.augmentation is an optional block of overrides (only some dataset configs have one)
         augmentation = {**require(task, "augmentation", "task"), **(dataset.get("augmentation") or {})}
@@ -158,10 +157,16 @@ class TopDownDataModule(pl.LightningDataModule):
             return bool(value)
         if self.format != "coco":
             return False
-        if self._results_only is None:
-            data = load_coco_dict(self.val_ann_file)
-            self._results_only = bool(data.get("images")) and not data.get("annotations")
-        return self._results_only
+        data = self.val_annotations
+        return bool(data.get("images")) and not data.get("annotations")
+
+    @property
+    def val_annotations(self) -> dict[str, Any]:
+        """The COCO-format val annotation file, read once (records, results-only check, keypoint error); treat it
+        as read-only. (The evaluator reads its own validated copy: it is also a standalone tool.)"""
+        if self._val_annotations is None:
+            self._val_annotations = load_coco_dict(self.val_ann_file)
+        return self._val_annotations
 
     @property
     def evaluator_options(self) -> dict[str, Any]:
@@ -290,6 +295,7 @@ class TopDownDataModule(pl.LightningDataModule):
             bbox_file = self._path("val_bbox_file")
             det = load_coco_instances(
                 ann, images, self.spec, bbox_file=bbox_file, det_score_thr=float(self.cfg["det_score_thr"]),
+                data=self.val_annotations,
             )
             if not det:
                 raise ValueError(f"val detections {bbox_file}: 0 person boxes for the images of {ann} "
@@ -299,7 +305,7 @@ class TopDownDataModule(pl.LightningDataModule):
         if self.results_only:
             log.info("val: %s has no annotations: results-only mode (results json, no metrics)", ann)
             return sets
-        gt = load_coco_instances(ann, images, self.spec, min_keypoints=min_kpts)
+        gt = load_coco_instances(ann, images, self.spec, min_keypoints=min_kpts, data=self.val_annotations)
         self._require_gt(gt, ann)
         sets.append((f"val set {ann}", gt))
         log.info("val: %d GT instances from %s", len(gt), ann)

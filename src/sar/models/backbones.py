@@ -50,9 +50,7 @@ from timm.models._features import FeatureGetterNet
 from timm.models.hrnet import HighResolutionNetFeatures
 from torch import nn
 
-from sar.utils.config_keys import require
-
-__all__ = ["TimmBackbone", "build_backbone", "build_backbone_from_cfg", "load_backbone_weights"]
+__all__ = ["TimmBackbone", "build_backbone", "load_backbone_weights", "timm_backbone"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +66,7 @@ class TimmBackbone(nn.Module):
         info = body.feature_info
         self.channels: list[int] = [int(c) for c in info.channels()]
         self.strides: list[int] = [int(r) for r in info.reduction()]
+        self.channels_last = False  # the memory layout PoseModel runs in (timm_backbone sets the config's)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.body(x))
@@ -210,42 +209,48 @@ def build_backbone(
     return backbone
 
 
-def build_backbone_from_cfg(bcfg: Mapping[str, Any], input_size: Sequence[int]) -> TimmBackbone:
-    """The ``backbone`` config group -> TimmBackbone (keys documented in docs/backbones.md).
+def timm_backbone(
+    *,
+    input_size: Sequence[int],
+    name: str,
+    timm_name: str,
+    pretrained: bool | str | None,
+    out_indices: Sequence[int] | None,
+    feature_norm: bool,
+    timm_kwargs: Mapping[str, Any] | None,
+    set_img_size: bool,
+    input_multiple: int | None,
+    channels: int | None,
+    stride: int | None,
+    channels_last: bool,
+) -> TimmBackbone:
+    """The ``_target_`` of conf/backbone/*.yaml: a timm backbone for ``input_size`` (w, h), given by the model
+    builder (keys documented in docs/backbones.md; every one is required, the YAML states them all).
 
-    ``timm_name``, ``pretrained``, ``out_indices`` (null: the last level), ``feature_norm``, ``timm_kwargs``
-    (passed to ``timm.create_model``; null: none), ``set_img_size`` (pass ``img_size=(h, w)`` from ``input_size``
-    (w, h): a ViT's position embedding is built for the configured input), ``input_multiple`` (input width and
-    height must be multiples of it, e.g. 32 for HRNet, whose lowest branch has stride 32 although the head reads
-    the stride-4 one; null: no rule), and the documented ``channels`` / ``stride`` of the map the head reads,
-    checked when not null. Every key must be in the config (conf/backbone/<name>.yaml states them all); a missing
-    one raises naming it (``backbone.<key>``).
+    ``name`` labels the config in messages; ``timm_kwargs`` go to ``timm.create_model`` (null: none);
+    ``set_img_size`` passes ``img_size=(h, w)`` (a ViT's position embedding is built for the configured input);
+    ``input_multiple``: input width and height must be multiples of it (e.g. 32 for HRNet, whose lowest branch has
+    stride 32 although the head reads the stride-4 one; null: no rule); ``channels`` / ``stride`` document the map
+    the head reads and are checked when not null; ``channels_last``: the NHWC memory layout the model runs in
+    (`sar.models.pose_model.PoseModel`).
     """
-    def key(name: str) -> Any:
-        return require(bcfg, name, "backbone")
-
     w, h = (int(v) for v in input_size)
-    timm_name = key("timm_name")
-    multiple = key("input_multiple")
-    if multiple is not None and (w % int(multiple) or h % int(multiple)):
+    if input_multiple is not None and (w % int(input_multiple) or h % int(input_multiple)):
         raise ValueError(
-            f"input_size {w}x{h} must be a multiple of {multiple} for backbone {timm_name} (backbone.input_multiple)"
+            f"input_size {w}x{h} must be a multiple of {input_multiple} for backbone {name} "
+            f"({timm_name}; backbone.input_multiple)"
         )
-    kwargs = dict(key("timm_kwargs") or {})
-    if key("set_img_size"):
+    kwargs = dict(timm_kwargs or {})
+    if set_img_size:
         kwargs["img_size"] = (h, w)
-    documented = {name: key(name) for name in ("channels", "stride")}
-    backbone = build_backbone(
-        timm_name,
-        pretrained=key("pretrained"),
-        out_indices=key("out_indices"),
-        feature_norm=bool(key("feature_norm")),
-        **kwargs,
-    )
-    for name, actual in (("channels", backbone.channels[-1]), ("stride", backbone.strides[-1])):
-        if documented[name] is not None and int(documented[name]) != int(actual):
+    backbone = build_backbone(timm_name, pretrained=pretrained, out_indices=out_indices,
+                              feature_norm=bool(feature_norm), **kwargs)
+    for key, documented, actual in (("channels", channels, backbone.channels[-1]),
+                                    ("stride", stride, backbone.strides[-1])):
+        if documented is not None and int(documented) != int(actual):
             raise ValueError(
-                f"the backbone config documents {name}={documented[name]} but timm model {timm_name} gives "
-                f"{actual}; fix it (or set backbone.{name}=null)"
+                f"the backbone config {name} documents {key}={documented} but timm model {timm_name} gives "
+                f"{actual}; fix it (or set backbone.{key}=null)"
             )
+    backbone.channels_last = bool(channels_last)
     return backbone

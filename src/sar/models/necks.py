@@ -9,6 +9,10 @@ from torch import nn
 
 __all__ = ["DECONV_TARGET_STRIDE", "DeconvNeck", "FPNNeck", "resolve_deconv_layers"]
 
+# The neck contract (conf/neck/*.yaml): a ``_target_`` called with the backbone's returned levels,
+# ``in_channels`` and ``in_strides`` (finest first), plus its config's keys; the module it returns takes the list
+# of maps and exposes ``out_channels`` and ``out_stride`` (the stride of the one map the head reads).
+
 _DECONV_CFG: dict[int, tuple[int, int]] = {
     4: (1, 0),
     3: (1, 1),
@@ -52,7 +56,21 @@ class DeconvNeck(nn.Module):
         self.in_channels = in_channels
         self.out_channels = c_in
         self.num_layers = num_layers
+        self.out_stride: int | None = None  # set by `on_backbone` (the input stride is not known here)
         self.reset_parameters()
+
+    @classmethod
+    def on_backbone(cls, in_channels: list[int] | tuple[int, ...], in_strides: list[int] | tuple[int, ...], *,
+                    num_layers: Any, channels: int) -> DeconvNeck:
+        """The neck contract (conf/neck/deconv.yaml): ``num_layers`` deconvolutions (``auto``: down to stride 4,
+        `resolve_deconv_layers`) of ``channels`` channels on the last returned level."""
+        stride_in = int(in_strides[-1])
+        layers = resolve_deconv_layers(num_layers, stride_in)
+        if stride_in % (2**layers):
+            raise ValueError(f"backbone stride {stride_in} is not divisible by 2^{layers} deconvolutions")
+        neck = cls(int(in_channels[-1]), num_layers=layers, channels=int(channels))
+        neck.out_stride = stride_in // 2**layers
+        return neck
 
     def reset_parameters(self) -> None:
         for m in self.modules():
@@ -99,6 +117,15 @@ class FPNNeck(nn.Module):
         self.in_channels = list(in_channels)
         self.out_channels = channels
         self.num_layers = 0
+        self.out_stride: int | None = None  # set by `on_backbone`
+
+    @classmethod
+    def on_backbone(cls, in_channels: list[int] | tuple[int, ...], in_strides: list[int] | tuple[int, ...], *,
+                    channels: int, out_conv: str) -> FPNNeck:
+        """The neck contract (conf/neck/fpn.yaml): an FPN over every returned level, read at the finest one."""
+        neck = cls(list(in_channels), channels=int(channels), out_conv=str(out_conv))
+        neck.out_stride = int(in_strides[0])
+        return neck
 
     def forward(self, x: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
         if len(x) != len(self.lateral):

@@ -1,7 +1,7 @@
 """PoseModel: backbone -> neck -> head, forward only (raw head tensors out), so it exports cleanly.
 
-`build_pose_model(cfg, num_keypoints)` reads the `backbone`, `head` and `input_size` config groups (keys:
-docs/backbones.md) and also returns the output stride and map size, which the codec needs: the codec is
+`build_pose_model(cfg, num_keypoints)` builds the `backbone`, `neck` and `head.module` `_target_` configs for
+`input_size` (docs/backbones.md) and also returns the output stride and map size, which the codec needs: the codec is
 built from the very same numbers, so input size and map size cannot drift apart.
 """
 
@@ -13,9 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sar.models.backbones import build_backbone_from_cfg
-from sar.models.necks import DeconvNeck, FPNNeck, resolve_deconv_layers
-from sar.utils.config_keys import require, with_stored_defaults
+from sar.utils.config_keys import require
 from sar.utils.instantiate import build
 
 
@@ -65,55 +63,24 @@ def head_module_config(head_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"_target_": LEGACY_HEADS[name], **extra}
 
 
-def _build_head(head_cfg: Mapping[str, Any], in_channels: int, num_keypoints: int) -> nn.Module:
-    """The head module from ``head.module`` (its ``_target_``), given the neck's channels and the spec's K."""
-    return build(head_module_config(head_cfg), "head.module", in_channels=in_channels, num_keypoints=num_keypoints)
-
-
 def build_pose_model(cfg: Mapping[str, Any], num_keypoints: int) -> tuple[PoseModel, tuple[int, int]]:
     """Build the network; returns it with the output map size (W, H) for the configured input size.
 
-    Neck: ``head.deconv.num_layers`` deconvolutions (``auto``: up to stride 4, see `resolve_deconv_layers`;
-    ``head.deconv: null``: none) on the backbone's last returned map. The backbone config decides which map that
-    is (docs/backbones.md); no name is special-cased. ``backbone.neck: fpn`` (the CPU default) replaces the
-    deconvolutions of the heads that have a ``deconv`` block (all of conf/heads/topdown, regression and RLE
-    included) with an FPN over all returned levels (``backbone.deconv_channels`` wide, output conv
-    ``backbone.fpn_out_conv``); a head with ``deconv: null`` reads the last map. ``backbone.channels_last``
-    selects the NHWC memory layout (see `PoseModel`). Every key is read from the config (conf/backbone,
-    conf/heads); a config stored by an older checkpoint gets the keys it predates from
-    :data:`sar.utils.config_keys.STORED_CONFIG_DEFAULTS`.
+    Three ``_target_`` configs, built in this order (docs/backbones.md): ``backbone`` (given ``input_size``),
+    ``neck`` (given the backbone's returned levels, ``in_channels`` / ``in_strides``: the contract in
+    `sar.models.necks`) and ``head.module`` (given the neck's ``out_channels`` and the spec's K). The neck's
+    ``out_stride`` is the model's output stride; input width and height must be multiples of the backbone's
+    coarsest stride. The backbone's ``channels_last`` selects the NHWC memory layout (see `PoseModel`).
     """
-    cfg = with_stored_defaults(cfg)
-    bcfg, hcfg = require(cfg, "backbone"), require(cfg, "head")
     w, h = (int(v) for v in require(cfg, "input_size"))
-    neck_kind = require(bcfg, "neck", "backbone")
-    if neck_kind not in ("deconv", "fpn"):
-        raise ValueError(f"backbone.neck must be 'deconv' or 'fpn', got {neck_kind!r}")
-    deconv = require(hcfg, "deconv", "head")  # null: no deconvolution block (the head reads the last map)
-    backbone = build_backbone_from_cfg(bcfg, (w, h))
-    cl = bool(require(bcfg, "channels_last", "backbone"))
-    if neck_kind == "fpn" and deconv:  # any head with a deconv block (even num_layers 0) gets the FPN
-        neck = FPNNeck(backbone.channels, channels=int(require(bcfg, "deconv_channels", "backbone")),
-                       out_conv=str(require(bcfg, "fpn_out_conv", "backbone")))
-        stride = int(backbone.strides[0])
-        if w % int(backbone.strides[-1]) or h % int(backbone.strides[-1]):
-            raise ValueError(f"input_size {w}x{h} must be a multiple of the backbone stride {backbone.strides[-1]}")
-        head = _build_head(hcfg, neck.out_channels, num_keypoints)
-        return PoseModel(backbone, neck, head, stride, cl), (w // stride, h // stride)
-    stride_in = int(backbone.strides[-1])
-    if deconv:
-        num_layers = resolve_deconv_layers(require(deconv, "num_layers", "head.deconv"), stride_in)
-        neck = DeconvNeck(backbone.channels[-1], num_layers=num_layers,
-                          channels=int(require(deconv, "channels", "head.deconv")))
-    else:
-        num_layers = 0
-        neck = DeconvNeck(backbone.channels[-1], num_layers=0)  # the identity
-    if stride_in % (2**num_layers):
-        raise ValueError(f"backbone stride {stride_in} is not divisible by 2^{num_layers} deconvolutions")
-    stride = stride_in // (2**num_layers)
-    if w % stride or h % stride or w % stride_in or h % stride_in:
+    backbone = build(require(cfg, "backbone"), "backbone", input_size=(w, h))
+    neck = build(require(cfg, "neck"), "neck", in_channels=list(backbone.channels), in_strides=list(backbone.strides))
+    coarsest, stride = int(backbone.strides[-1]), int(neck.out_stride)
+    if w % coarsest or h % coarsest:
         raise ValueError(
-            f"input_size {w}x{h} must be a multiple of the backbone stride {stride_in} (output stride {stride})"
+            f"input_size {w}x{h} must be a multiple of the backbone stride {coarsest} (output stride {stride})"
         )
-    head = _build_head(hcfg, neck.out_channels, num_keypoints)
-    return PoseModel(backbone, neck, head, stride, cl), (w // stride, h // stride)
+    head = build(head_module_config(require(cfg, "head")), "head.module", in_channels=neck.out_channels,
+                 num_keypoints=num_keypoints)
+    return PoseModel(backbone, neck, head, stride, bool(getattr(backbone, "channels_last", False))), (w // stride,
+                                                                                                       h // stride)

@@ -16,7 +16,7 @@ import torch
 from sar.codecs import build_codec
 from sar.data.spec import load_spec
 from sar.evaluation.coco_ap import build_evaluator
-from sar.evaluation.keypoint_error import keypoint_error, load_coco_dict, pck
+from sar.evaluation.keypoint_error import keypoint_error, pck
 from sar.models.losses import build_loss
 from sar.models.pose_model import build_pose_model
 from sar.systems.base import PoseSystem
@@ -90,7 +90,6 @@ class TopDownSystem(PoseSystem):
         self._vis: list[tuple[torch.Tensor, np.ndarray]] = []  # crops kept for W&B prediction images
         self.evaluator: Any = None  # built once in setup() from the attached DataModule's val set
         self._evaluator_file: Any = None  # the val file it was built from
-        self._gt: dict[str, Any] | None = None  # its ground truth for keypoint error / PCK
 
     def setup(self, stage: str) -> None:
         """Build the evaluator (which reads and validates the val ground truth) once, before training or
@@ -109,7 +108,6 @@ class TopDownSystem(PoseSystem):
             score_mode=str(ev["score_mode"]), **getattr(dm, "evaluator_options", {}),
         )
         self._evaluator_file = dm.val_ann_file
-        self._gt = None
         return self.evaluator
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -222,9 +220,7 @@ class TopDownSystem(PoseSystem):
         if "kpt_error_px" in metrics or getattr(evaluator, "results_only", False):
             return {k: float(v) for k, v in metrics.items()}  # measured by the evaluator (MPII) / no GT (test-dev)
         gt_loader = max(preds)  # GT-box loader is the last one
-        if self._gt is None:
-            self._gt = load_coco_dict(dm.val_ann_file)
-        gt = self._gt
+        gt = dm.val_annotations  # read once by the DataModule
         metrics["kpt_error_px"] = float(keypoint_error(preds[gt_loader], gt))
         # strict PCK: fraction of labelled keypoints with error <= 0.05 * max(w, h) of the GT box
         metrics["PCK@0.05"] = float(pck(preds[gt_loader], gt, alpha=0.05))

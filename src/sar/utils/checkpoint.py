@@ -3,7 +3,7 @@
 A checkpoint written by `python -m sar.train` carries the resolved run config in
 ``hyper_parameters["cfg"]``, hence the task's LightningModule (``task.system``), the network, the codec and the
 keypoint spec (``cfg["dataset"]["spec"]``). Nothing else (no config file, no dataset) is needed. Configs stored
-before the ``_target_`` composition are translated on load (:func:`sar.build.upgrade_config`).
+before the ``_target_`` composition are translated on load (:func:`sar.stored_config.upgrade_config`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from sar.stored_config import upgrade_config
 
 __all__ = ["CheckpointError", "checkpoint_config", "inference_config", "load_system", "read_checkpoint"]
 
@@ -78,8 +80,6 @@ def checkpoint_config(ckpt: Mapping[str, Any] | str | os.PathLike[str], source: 
             f"{source}: not a readable sar checkpoint: no run config in hyper_parameters['cfg']; only checkpoints "
             "written by `python -m sar.train` can be used"
         )
-    from sar.build import upgrade_config  # a config stored before the _target_ composition is translated
-
     return upgrade_config(copy.deepcopy(dict(cfg)))
 
 

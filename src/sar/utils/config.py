@@ -12,7 +12,7 @@ from rich.tree import Tree
 
 from sar.conf import CONF_DIR  # the installed config tree (conf/ of the repository)
 
-GROUP_ORDER = ("task", "dataset", "backbone", "head", "trainer", "logger", "optim", "callbacks")
+GROUP_ORDER = ("task", "dataset", "backbone", "neck", "head", "trainer", "logger", "optim", "callbacks")
 
 
 def print_config(cfg: DictConfig) -> None:
@@ -32,6 +32,14 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     path = Path(run_dir) / "config.yaml"
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
+
+
+def compose_train_config(*overrides: str) -> DictConfig:
+    """The ``sar.train`` config composed with ``overrides`` (as on its command line), outside a Hydra app."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

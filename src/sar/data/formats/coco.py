@@ -279,6 +279,7 @@ def load_coco_instances(
     det_score_thr: float = 0.0,
     min_keypoints: int = 1,
     keypoint_fields: Sequence[str] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> list[InstanceRecord]:
     """Read person instances from a COCO keypoint file (GT boxes) or a detection results file.
 
@@ -290,11 +291,14 @@ def load_coco_instances(
         det_score_thr: minimum detection score kept (detection mode).
         min_keypoints: minimum labelled keypoints for a GT person to be kept (GT mode; 0 keeps all).
         keypoint_fields: annotation fields concatenated into the K keypoints; None chooses per file.
+        data: the parsed content of ``ann_file`` when the caller has read it already (not modified); None reads
+            the file. Messages name ``ann_file`` either way.
 
     Returns:
         One :class:`InstanceRecord` per kept person, in file order.
     """
-    data = read_json(ann_file)
+    if data is None:
+        data = read_json(ann_file)
     images = _index_images(data, ann_file)
     if bbox_file is not None:
         return _detection_records(bbox_file, images, image_root, spec, det_score_thr)
