@@ -10,6 +10,7 @@ import timm
 import torch
 
 from sar.models import DeconvNeck, HeatmapHead, SARHead, build_backbone
+from sar.models.backbones import PretrainedWeightsError
 
 
 def test_sar_head_outputs_and_init() -> None:
@@ -92,5 +93,5 @@ def test_pretrained_file_without_matching_keys(tmp_path: Path) -> None:
     torch.save({"foo.weight": torch.zeros(3), "bar.bias": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="unrelated.pth"):
         build_backbone("resnet18", pretrained=str(path))
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(PretrainedWeightsError, match="missing.pth"):
         build_backbone("resnet18", pretrained=str(tmp_path / "missing.pth"))

@@ -159,3 +159,21 @@ def test_nested_run_dirs_and_dataset_note(tmp_path: Path) -> None:
     assert [(row[0], row[1], row[3], row[-1]) for row in sar] == [
         ("SAR", "ResNet-50", "2.0", "seed=2"), ("SAR", "ResNet-50", "10.0", "seed=10")]
     assert any(n.startswith("not on coco") and "seed=2 (synthetic)" in n for n in table.notes)
+
+
+def test_the_released_and_ablation_tables_place_their_runs(tmp_path: Path) -> None:
+    """A run of each new row lands in its table, in its row, with its metrics (whole-body part APs included)."""
+    rows = {"coco_released": ("SAR, HRNet-W48", {"AP": 0.75}), "coco_ablation_r50": ("SAR", {"AP": 0.7}),
+            "wholebody_released": ("SAR, HRNet-W48", {"AP_wholebody": 0.61, "AP_body": 0.7, "AP_foot": 0.65,
+                                                      "AP_face": 0.8, "AP_left_hand": 0.5, "AP_right_hand": 0.52})}
+    for name, (row, metrics) in rows.items():
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "metrics.json").write_text(json.dumps({**metrics, "table": {"name": name, "row": row}}))
+    tables = {t.name: t for t in build_tables(collect_runs(tmp_path))}
+    assert set(tables) == set(rows)
+    whole = next(r for r in tables["wholebody_released"].formatted() if r[0] == "SAR")
+    assert whole[3:6] == ["61.0", "—", "66.1"] and "50.0" in whole and "52.0" in whole  # ours | paper | ref.
+    released = [r for r in tables["coco_released"].formatted() if "75.0" in r]
+    assert len(released) == 1 and released[0][1] == "HRNet-W48"
+    assert main([str(tmp_path), "--table", "coco_ablation_r50"]) == 0

@@ -32,6 +32,7 @@ from sar.utils.checkpoint_io import (
 )
 from sar.utils.config import print_config, save_config, to_container
 from sar.utils.config_keys import require
+from sar.utils.errors import one_line_errors
 from sar.utils.hydra_ddp import sweep_job
 from sar.utils.instantiate import build
 from sar.utils.loggers import build_logger
@@ -223,7 +224,9 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
 @hydra.main(version_base="1.3", config_path="pkg://sar.conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with sweep_job():  # -m with DDP: extra ranks re-run this job, not the sweep (sar.utils.hydra_ddp)
+    # -m with DDP: extra ranks re-run this job, not the sweep (sar.utils.hydra_ddp); a missing weights file or
+    # config key: one line naming it (sar.utils.errors)
+    with sweep_job(), one_line_errors("sar.train"):
         result = run(cfg, run_dir)
     return result.get(str(cfg.task.monitor).split("/")[-1])
 

@@ -50,7 +50,10 @@ from timm.models._features import FeatureGetterNet
 from timm.models.hrnet import HighResolutionNetFeatures
 from torch import nn
 
-__all__ = ["TimmBackbone", "build_backbone", "load_backbone_weights", "timm_backbone"]
+from sar.utils.errors import UserFacingError
+
+__all__ = ["PretrainedWeightsError", "TimmBackbone", "build_backbone", "load_backbone_weights", "timm_backbone",
+           "weights_source"]
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +146,11 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> None:
     """Load a local state dict file into ``module`` by prefix-insensitive key matching (see module doc)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"backbone weights file not found: {path}")
+        raise PretrainedWeightsError(
+            f"backbone.pretrained: weights file not found: {path} (absolute: {path.absolute()}). Put the state dict "
+            "there (docs/backbones.md, 'Pretrained weights', says where each paper row's weights come from), pass "
+            "backbone.pretrained=/path/to/weights.pth, or backbone.pretrained=false to train from random weights."
+        )
     source = _read_state_dict(path)
     target = module.state_dict()
     by_name = {_strip(k): k for k in target}
@@ -180,6 +187,33 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> None:
         log.warning("%d keys of %s skipped for shape mismatch: %s", len(mismatched), path, mismatched[:10])
 
 
+class PretrainedWeightsError(UserFacingError, RuntimeError):
+    """The pretrained weights a config asks for cannot be had (offline, missing file): never a silent random init."""
+
+
+def weights_source(name: str) -> str:
+    """Where timm fetches the pretrained weights of ``name`` (``model.tag``) from, for messages."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except (KeyError, RuntimeError, ValueError):  # an unknown name: timm's own error comes first
+        cfg = None
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if hub:
+        return f"https://huggingface.co/{hub}"
+    url = getattr(cfg, "url", None) if cfg is not None else None
+    return str(url) if url else "timm's default location"
+
+
+def _weights_message(name: str, err: BaseException) -> str:
+    return (
+        f"backbone.pretrained=true: cannot get the pretrained weights of timm model {name!r} from "
+        f"{weights_source(name)} ({type(err).__name__}: {err}). Offline? Fetch them once where there is internet "
+        "(timm caches them in the Hugging Face cache, HF_HOME), or pass a local state dict file: "
+        "backbone.pretrained=/path/to/weights.pth (docs/backbones.md, 'Pretrained weights'); "
+        "backbone.pretrained=false trains from random weights."
+    )
+
+
 def build_backbone(
     name: str,
     pretrained: bool | str | Path | None = False,
@@ -193,13 +227,20 @@ def build_backbone(
     """
     indices = tuple(int(i) for i in out_indices) if out_indices is not None else (-1,)
     download = pretrained is True
-    if feature_norm:
-        model = timm.create_model(name, pretrained=download, **timm_kwargs)
-        if not hasattr(model, "forward_intermediates"):
-            raise ValueError(f"feature_norm needs a timm model with forward_intermediates; {name} has none")
-        body: nn.Module = FeatureGetterNet(model, out_indices=indices, norm=True)
-    else:
-        body = timm.create_model(name, pretrained=download, features_only=True, out_indices=indices, **timm_kwargs)
+    try:
+        if feature_norm:
+            model = timm.create_model(name, pretrained=download, **timm_kwargs)
+            if not hasattr(model, "forward_intermediates"):
+                raise ValueError(f"feature_norm needs a timm model with forward_intermediates; {name} has none")
+            body: nn.Module = FeatureGetterNet(model, out_indices=indices, norm=True)
+        else:
+            body = timm.create_model(name, pretrained=download, features_only=True, out_indices=indices,
+                                     **timm_kwargs)
+    except Exception as err:
+        if download and not isinstance(err, ValueError | TypeError):  # the weights, not the model, failed
+            raise PretrainedWeightsError(_weights_message(name, err)) from err
+        raise
+    if not feature_norm:
         _prune_hrnet_outputs(body)
     backbone = TimmBackbone(body)
     if isinstance(pretrained, (str, Path)) and str(pretrained).strip():

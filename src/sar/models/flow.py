@@ -1,4 +1,4 @@
-"""2-D RealNVP density used by the RLE loss (sar-method.md section 5.2; Li et al., ICCV 2021).
+"""2-D RealNVP density used by the RLE loss (Li et al., ICCV 2021; docs/heads.md).
 
 The flow models the density ``G_phi`` of the scaled residual ``eps = (mu_hat - mu) / sigma``. It is a stack
 of affine coupling layers: layer ``i`` keeps the coordinate selected by its binary mask ``m_i`` and

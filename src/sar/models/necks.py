@@ -23,7 +23,7 @@ _DECONV_CFG: dict[int, tuple[int, int]] = {
 class DeconvNeck(nn.Module):
     """SimpleBaseline deconvolution stack: ``num_layers`` x (ConvTranspose2d stride 2, no bias, BN, ReLU).
 
-    Each layer doubles the resolution. Weights Normal(0, 0.001), BN weight 1 and bias 0 (sar-method.md 2.1).
+    Each layer doubles the resolution. Weights Normal(0, 0.001), BN weight 1 and bias 0 (the released SAR / SimpleBaseline init; docs/method.md).
     ``num_layers=0`` is the identity (``out_channels == in_channels``). The input may be a tensor or a list of
     feature maps (the last one is used).
     """

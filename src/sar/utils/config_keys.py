@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sar.utils.errors import UserFacingError
+
 __all__ = ["MissingConfigKey", "require"]
 
 
-class MissingConfigKey(KeyError):
+class MissingConfigKey(UserFacingError, KeyError):
     """A config key the code needs is not in the config; the message names the full dotted key."""
 
     def __init__(self, key: str, hint: str = "") -> None:

@@ -1,4 +1,4 @@
-"""Heatmap + offset head (sar-method.md 5.4 (b)): SAR's output layout, trained with separate losses."""
+"""Heatmap + offset head (docs/heads.md): SAR's output layout, trained with separate losses."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Both pool the feature map (B,C,H,W) globally (mean over H and W) and read the keypoints with fully
 connected layers; they are meant to sit on the backbone's last map (``deconv.num_layers: 0``), but work on
-any map. sar-method.md sections 5.1 and 5.2.
+any map. docs/heads.md, `regression` and `rle`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SAR head: selector logits, normalised offsets and auxiliary heatmap logits (sar-method.md 2.1)."""
+"""SAR head: selector logits, normalised offsets and auxiliary heatmap logits (docs/method.md, "Head")."""
 
 from __future__ import annotations
 
