@@ -65,6 +65,7 @@ __all__ = [
     "load_coco_dict",
     "load_coco_images",
     "load_coco_instances",
+    "load_coco_people",
     "validate_coco_gt",
     "validated_area",
 ]
@@ -367,6 +368,87 @@ def load_coco_instances(
         min_keypoints,
         skipped["empty_box"],
         outside,
+    )
+    return records
+
+
+def load_coco_people(
+    ann_file: PathLike,
+    image_root: PathLike,
+    spec: KeypointSpec,
+    data: Mapping[str, Any] | None = None,
+    keep_empty: bool = True,
+) -> list[dict[str, Any]]:
+    """Every image of a COCO keypoint file with all its people: the records of the multi-person task.
+
+    Per image: ``image_path``, ``image_id``, ``width``, ``height``; ``keypoints`` (N, K, 2) and ``visible`` (N, K)
+    float32, ``areas`` (N,) and ``boxes`` (N, 4, xywh) float32 of the people that have at least one labelled
+    keypoint and are not crowd; ``ignore`` (list of ``{"segmentation", "bbox"}``) of the regions the losses must
+    not see: ``iscrowd`` annotations and people with no labelled keypoint (as HigherHRNet and DEKR mask them);
+    ``num_crowd``. ``keep_empty=False`` drops images with no annotation at all (HigherHRNet's training filter);
+    the count is logged. Validation as :func:`load_coco_instances` (ids, areas, keypoint fields; labelled
+    keypoints far outside the image are made unlabelled and counted). ``data``: the file's parsed content when
+    the caller has read it already.
+    """
+    if data is None:
+        data = read_json(ann_file)
+    images = _index_images(data, ann_file)
+    annotations = data.get("annotations")
+    if not isinstance(annotations, list):
+        raise ValueError(f"{ann_file}: no 'annotations' list")  # noqa: TRY004
+    num = spec.num_keypoints
+    fields = _pick_fields(annotations, num)
+    ann_ids = [_int_id(ann, "id", "annotation", i, ann_file) for i, ann in enumerate(annotations)]
+    check_unique_ids(ann_ids, "annotation", ann_file)
+    people: dict[int, list[tuple[np.ndarray, np.ndarray, float, np.ndarray]]] = {i: [] for i in images}
+    ignore: dict[int, list[dict[str, Any]]] = {i: [] for i in images}
+    crowd: dict[int, int] = dict.fromkeys(images, 0)
+    outside = unlabelled = 0
+    for ann, ann_id in zip(annotations, ann_ids, strict=True):
+        where = f"{ann_file}: annotation id {ann_id}"
+        given_area = validated_area(ann, where)
+        try:
+            image_id = int(ann["image_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{where}: missing or non-integer image_id ({err!r})") from err
+        if image_id not in images:
+            raise ValueError(f"{where}: image_id {image_id} is not in the file's images")
+        image = images[image_id]
+        box = _clip_xywh(_xywh(ann.get("bbox"), where), image["width"], image["height"])
+        region = {"segmentation": ann.get("segmentation"), "bbox": box.tolist()}
+        if ann.get("iscrowd", 0):
+            crowd[image_id] += 1
+            ignore[image_id].append(region)
+            continue
+        keypoints, visible = _keypoints(ann, fields, num, where)
+        outside += _unlabel_outside(keypoints, visible, image["width"], image["height"])
+        if not visible.any() or box[2] <= 0 or box[3] <= 0:
+            unlabelled += 1
+            ignore[image_id].append(region)
+            continue
+        area = given_area if given_area is not None else float(box[2] * box[3])
+        people[image_id].append((keypoints, visible, area, box.astype(np.float32)))
+    records: list[dict[str, Any]] = []
+    dropped = 0
+    for image_id, image in images.items():
+        persons = people[image_id]
+        if not keep_empty and not persons and not ignore[image_id]:
+            dropped += 1
+            continue
+        records.append({
+            "image_path": _image_path(image_root, image), "image_id": image_id,
+            "width": image["width"], "height": image["height"],
+            "keypoints": np.stack([p[0] for p in persons]) if persons else np.zeros((0, num, 2), np.float32),
+            "visible": np.stack([p[1] for p in persons]) if persons else np.zeros((0, num), np.float32),
+            "areas": np.array([p[2] for p in persons], dtype=np.float32),
+            "boxes": np.stack([p[3] for p in persons]) if persons else np.zeros((0, 4), np.float32),
+            "ignore": ignore[image_id], "num_crowd": crowd[image_id],
+        })
+    log.info(
+        "%s: %d images, %d people (%d crowd regions and %d people without labelled keypoints masked out of the "
+        "losses; %d images without annotations %s; %d labelled keypoints outside the image made unlabelled)",
+        ann_file, len(records), sum(len(r["areas"]) for r in records), sum(crowd.values()), unlabelled, dropped,
+        "dropped" if not keep_empty else "kept", outside,
     )
     return records
 

@@ -1,0 +1,75 @@
+"""Multi-person LightningModule (task.system of conf/task/bottomup.yaml): whole images in, every person out.
+
+The network, loss, optimiser, evaluator set-up, DDP gathering and logging are the top-down system's
+(:class:`sar.systems.topdown.TopDownSystem`); what differs is decoding: the head's codec turns the outputs of a
+whole image (and of its mirror, with flip test) into up to ``max_proposals`` poses with instance scores
+(docs/bottomup.md), which are mapped back to image pixels and scored by the dataset's COCO-format evaluator on
+every person of the val set (no person boxes). The instance score is the codec's (``score_mode: bbox``: the
+evaluator takes it as it is; the codec has already applied its OKS-NMS).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from sar.systems.topdown import TopDownSystem
+
+__all__ = ["BottomUpSystem"]
+
+MAX_POSES = 1024  # poses one image may give (the codecs keep max_proposals = 30 by default)
+
+
+class BottomUpSystem(TopDownSystem):
+    """Multi-person pose on whole images (docs/bottomup.md)."""
+
+    @torch.no_grad()
+    def predict_poses(self, images: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image of the batch: poses (M, K, 3) in input pixels (x, y, keypoint score) and scores (M,)."""
+        outputs = self.model(images)
+        flipped = self.model(images.flip(-1)) if self.flip_test else None
+        return self.codec.decode(outputs, flipped, self.flip_indices.tolist() if flipped is not None else None)
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        meta = batch["meta"]
+        decoded = self.predict_poses(batch["image"])
+        all_poses = []
+        for i, (poses, scores) in enumerate(decoded):
+            inv = meta["inv_warp"][i].cpu().numpy().astype(np.float64)
+            index = int(meta["index"][i])
+            if len(scores) > MAX_POSES:
+                raise ValueError(f"the codec returned {len(scores)} poses for one image (at most {MAX_POSES})")
+            for j in range(len(scores)):
+                kpts = np.asarray(poses[j], dtype=np.float64).copy()
+                kpts[:, :2] = kpts[:, :2] @ inv[:, :2].T + inv[:, 2]
+                xy = kpts[:, :2]
+                box_area = float(np.ptp(xy[:, 0]) * np.ptp(xy[:, 1]))
+                self._preds.setdefault(dataloader_idx, []).append({
+                    "image_id": int(meta["image_id"][i]), "ann_id": -1, "keypoints": kpts,
+                    "bbox_score": float(scores[j]), "area": max(box_area, 1.0),
+                    # unique per (image, pose): DDP padding repeats of an image are dropped by it (topdown)
+                    "index": index * MAX_POSES + j,
+                })
+                all_poses.append(kpts)
+        stacked = torch.as_tensor(np.stack(all_poses)) if all_poses else torch.zeros(0, self.spec.num_keypoints, 3)
+        return {"poses": stacked}  # checked by sar.callbacks.FiniteGuard
+
+    def compute_metrics(self, preds: dict[int, list[dict]]) -> dict[str, float]:
+        """COCO-format AP/AR (CrowdPose: easy/medium/hard) of every decoded person on every val image."""
+        dm = self.trainer.datamodule
+        evaluator = self.evaluator if self.evaluator is not None else self.build_evaluator(dm)
+        metrics = evaluator.evaluate(preds.get(0, []), self.results_dir, prefix="results")
+        return {k: float(v) for k, v in metrics.items()}
+
+    # -- bench / table -------------------------------------------------------------------------------------
+    @classmethod
+    def bench_sections(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def table_layouts(cls) -> dict[str, Any]:
+        from sar.table import load_paper_results
+
+        return {k: v for k, v in load_paper_results().items() if v.get("task") == "bottomup"}

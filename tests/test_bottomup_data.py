@@ -1,0 +1,98 @@
+"""Multi-person samples: records of the real COCO sample, the whole-image warp, augmentation, the loss mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sar.data import transforms as T
+from sar.data.bottomup import BottomUpAug, BottomUpDataset, ignore_mask, input_warp
+from sar.data.formats.coco import load_coco_people
+from sar.data.spec import load_spec
+
+SPEC = load_spec("coco")
+
+
+class RecordingCodec:
+    """Stands in for a multi-person codec: records what the dataset hands it."""
+
+    def __init__(self, size: int = 128, stride: int = 4) -> None:
+        self.input_size = (size, size)
+        self.heatmap_size = (size // stride, size // stride)
+        self.calls: list[tuple] = []
+
+    def encode(self, keypoints, visible, areas, mask):
+        self.calls.append((keypoints, visible, areas, mask))
+        return {"mask": mask}
+
+
+@pytest.fixture(scope="module")
+def coco_records(shared_data: Path) -> list[dict]:
+    return load_coco_people(shared_data / "coco" / "test_coco.json", shared_data / "coco", SPEC)
+
+
+def test_records_group_every_person_of_an_image(coco_records: list[dict]) -> None:
+    by_id = {r["image_id"]: r for r in coco_records}
+    assert {k: len(v["areas"]) for k, v in by_id.items()} == {785: 1, 40083: 2, 196141: 4, 197388: 5}
+    # the two images with a person without labelled keypoints keep it as an ignore region
+    assert {k: len(v["ignore"]) for k, v in by_id.items()} == {785: 0, 40083: 1, 196141: 1, 197388: 0}
+    r = by_id[197388]
+    assert r["keypoints"].shape == (5, 17, 2) and r["visible"].shape == (5, 17) and r["boxes"].shape == (5, 4)
+
+
+def test_unaugmented_sample_round_trips_to_image_pixels(coco_records: list[dict]) -> None:
+    codec = RecordingCodec(size=128)
+    ds = BottomUpDataset(coco_records, SPEC, codec, train=False)
+    for i, record in enumerate(coco_records):
+        sample = ds[i]
+        points, visible, areas, mask = codec.calls[-1]
+        inv = sample["meta"]["inv_warp"].numpy().astype(np.float64)
+        vis = record["visible"] > 0
+        back = T.transform_points(points.astype(np.float64), inv)
+        np.testing.assert_allclose(back[vis], record["keypoints"][vis], atol=1e-3)
+        scale = 128 / max(record["width"], record["height"])
+        np.testing.assert_allclose(areas, record["areas"] * scale**2, rtol=1e-5)
+        assert sample["image"].shape == (3, 128, 128) and mask.shape == (32, 32)
+        assert np.array_equal(visible > 0, vis)  # unaugmented: every labelled keypoint stays inside
+
+
+def test_mask_zeroes_the_ignored_regions(coco_records: list[dict]) -> None:
+    codec = RecordingCodec(size=256)
+    ds = BottomUpDataset(coco_records, SPEC, codec, train=False)
+    index = next(i for i, r in enumerate(coco_records) if r["image_id"] == 40083)
+    ds[index]
+    mask = codec.calls[-1][3]
+    record = coco_records[index]
+    full = ignore_mask(record["ignore"], record["width"], record["height"])
+    expected = full.sum() * (256 / max(record["width"], record["height"]) / 4) ** 2  # ignored cells at stride 4
+    assert 0 < (mask == 0).sum() and abs((mask == 0).sum() - expected) <= 0.25 * expected + 4
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+
+
+def test_training_flip_swaps_left_and_right_and_mirrors() -> None:
+    record = {"image_path": "", "image_id": 1, "width": 100, "height": 100, "ignore": [],
+              "keypoints": np.zeros((1, 17, 2), np.float32), "visible": np.ones((1, 17), np.float32),
+              "areas": np.array([400.0], np.float32), "boxes": np.zeros((1, 4), np.float32)}
+    record["keypoints"][0, :, 0] = np.arange(17) + 10  # x encodes the index
+    record["keypoints"][0, :, 1] = 50
+    ds = BottomUpDataset([record], SPEC, RecordingCodec(size=100, stride=4), train=True,
+                         aug=BottomUpAug(flip_prob=1.0, rotation=0.0, scale_range=(1.0, 1.0), translation=0.0))
+    matrix, flipped = ds.warp_for(record, np.random.default_rng(0))
+    assert flipped
+    expected = T.transform_points(record["keypoints"][0][list(SPEC.flip_indices)], matrix)
+    # keypoint k of the flipped sample is the mirrored flip_indices[k]: its x is 99 - (10 + flip_indices[k])
+    np.testing.assert_allclose(expected[:, 0], 99 - (10 + np.asarray(SPEC.flip_indices)), atol=1e-6)
+
+
+def test_input_warp_fits_the_longer_side_and_centres() -> None:
+    m = input_warp(200, 100, 64)
+    np.testing.assert_allclose(T.transform_points(np.array([[99.5, 49.5]]), m), [[31.5, 31.5]], atol=1e-9)
+    np.testing.assert_allclose(T.transform_points(np.array([[-0.5, 49.5], [199.5, 49.5]]), m)[:, 0], [-0.5, 63.5],
+                               atol=1e-9)
+
+
+def test_unknown_augmentation_key_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown keys \\['shear'\\]"):
+        BottomUpAug.from_mapping({"shear": 1.0})
