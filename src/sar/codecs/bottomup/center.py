@@ -1,0 +1,300 @@
+"""Centre-based bottom-up codecs: ``sar_center`` (B2, instance-level SAR) and ``dekr`` (the DEKR baseline).
+
+Both find people as local maxima of a centre-confidence map and read a whole pose from per-cell offsets at
+that cell (``pose = location - offset``, DEKR's convention and SAR's [C sar-bottomup-3d.md 1.1]). The person
+centre is the mean of the person's visible keypoints (CID and DEKR [C]); its cell ``floor(c / stride + 0.5)``.
+
+Decoding, per image [C 1.1 for the proposal rule]: (optional flip merge) -> local maxima of the confidence map
+after an optional average-pool smoothing (CID; kernel ``smooth_kernel``, 1 = off) by max-pool NMS
+(``nms_kernel``) -> of those, the top ``max_proposals`` (m = 30) cells whose *unsmoothed* confidence is
+``> score_thr`` (gamma = 0.01; our choice: the smoothed map only locates peaks, the threshold and the scores
+use the confidence itself) -> poses -> OKS-NMS (``nms_thr``, CID's 0.8) -> sorted by score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sar.codecs.bottomup.common import (
+    BottomUpCodec,
+    People,
+    check_odd,
+    default_sigmas,
+    finish_poses,
+    flip_back_maps,
+    flip_back_offsets,
+    local_peaks,
+    multi_person_heatmaps,
+    person_regions,
+)
+from sar.codecs.sar import sar_grid
+
+__all__ = ["DEKRCodec", "SARCenterCodec"]
+
+
+def sample_maps(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear values of (K,H,W) maps at points (M,K,2) given in map cells (cell j = coordinate j); 0 outside.
+    Returns (M,K)."""
+    k, h, w = maps.shape
+    m = points.shape[0]
+    if m == 0:
+        return maps.new_zeros((0, k))
+    grid = torch.stack([2 * points[..., 0] / max(w - 1, 1) - 1, 2 * points[..., 1] / max(h - 1, 1) - 1], -1)
+    out = F.grid_sample(maps[:, None], grid.permute(1, 0, 2)[:, :, None, :], mode="bilinear",
+                        padding_mode="zeros", align_corners=True)  # (K,1,M,1)
+    return out[:, 0, :, 0].T
+
+
+class _CentreCodec(BottomUpCodec):
+    """Shared encode / decode skeleton; subclasses set the offset unit and the confidence / keypoint scores."""
+
+    #: ``"norm"``: offsets in normalised units (SAR); ``"cell"``: in map cells (DEKR).
+    offset_unit = "norm"
+
+    def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float, center_sigma: float,
+                 nms_kernel: int, smooth_kernel: int, nms_thr: float, max_people: int, max_proposals: int,
+                 score_thr: float, sigmas: Sequence[float] | None) -> None:
+        super().__init__(input_size, heatmap_size, sigma, nms_kernel, nms_thr, max_people, max_proposals,
+                         score_thr, sigmas)
+        if center_sigma <= 0:
+            raise ValueError(f"center_sigma must be positive, got {center_sigma}")
+        check_odd("smooth_kernel", smooth_kernel)
+        self.center_sigma = float(center_sigma)
+        self.smooth_kernel = int(smooth_kernel)
+
+    # -- encoding ----------------------------------------------------------------------------------------------
+    def _people(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
+                mask: np.ndarray | None) -> tuple[People, dict[str, np.ndarray], np.ndarray]:
+        """People, the common targets + ``center_cells`` (P,) flat index and ``heatmap`` (K+1,H,W) (K keypoint
+        Gaussians of ``sigma``, then the centre Gaussian of ``center_sigma``), and the centre cells (P,2)."""
+        people, targets = self.prepare(keypoints, visible, areas, mask)
+        n_vis = np.maximum(people.visible.sum(1), 1)
+        centres = (people.keypoints * people.visible[..., None]).sum(1) / n_vis[:, None]  # (P,2) input px
+        width, height = self.heatmap_size
+        cells = np.floor(centres / np.asarray(self.stride) + 0.5).astype(np.int64)
+        cells = np.stack([np.clip(cells[:, 0], 0, width - 1), np.clip(cells[:, 1], 0, height - 1)], 1)
+        cells = np.where(people.valid[:, None], cells, 0)
+        targets["center_cells"] = (cells[:, 1] * width + cells[:, 0]).astype(np.int64)
+        hm_k = multi_person_heatmaps(people.cells, people.visible, self.heatmap_size, self.sigma)
+        hm_c = multi_person_heatmaps(cells[:, None], people.valid[:, None], self.heatmap_size, self.center_sigma)
+        targets["heatmap"] = np.concatenate([hm_k, hm_c], axis=0)
+        return people, targets, cells
+
+    # -- decoding ----------------------------------------------------------------------------------------------
+    def _flip_shift(self) -> float:
+        if self.offset_unit == "cell":
+            return 1.0 - 1.0 / self.stride[0]
+        return 1.0 / self.heatmap_size[0] - 1.0 / self.input_size[0]
+
+    def _maps(self, outputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Centre confidence (B,1,H,W) and keypoint score maps (B,K,H,W) or None, in [0, 1]-ish units."""
+        raise NotImplementedError
+
+    def _keypoint_scores(self, conf: torch.Tensor, heat: torch.Tensor | None, k: int) -> torch.Tensor:
+        """Keypoint scores (M,K) from proposal confidences (M,) and sampled keypoint maps (M,K) or None."""
+        raise NotImplementedError
+
+    def _merged(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
+                flip_indices: Sequence[int] | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor,
+                                                                            torch.Tensor | None]:
+        conf, kmaps = self._maps(outputs)
+        offsets = outputs["offsets"].float()
+        if flipped is None:
+            return conf, offsets, kmaps
+        if flip_indices is None:
+            raise ValueError("flip_indices is needed to merge flipped outputs")
+        f_conf, f_kmaps = self._maps(flipped)
+        conf = 0.5 * (conf + flip_back_maps(f_conf, None))
+        offsets = 0.5 * (offsets + flip_back_offsets(flipped["offsets"].float(), flip_indices, self._flip_shift()))
+        if kmaps is not None and f_kmaps is not None:
+            kmaps = 0.5 * (kmaps + flip_back_maps(f_kmaps, flip_indices))
+        return conf, offsets, kmaps
+
+    def _points(self, offsets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Pose hypotheses (M,K,2) in input px at flat cells ``idx`` (M,) from one image's offsets (K,2,H,W)."""
+        k = offsets.shape[0]
+        width, height = self.heatmap_size
+        off = offsets.flatten(2)[:, :, idx].permute(2, 0, 1)  # (M,K,2)
+        if self.offset_unit == "cell":
+            loc = torch.stack([idx % width, idx // width], -1).to(off)[:, None, :].expand(-1, k, -1)
+            return (loc - off) * off.new_tensor(self.stride)
+        grid = sar_grid(width, height, off.device, off.dtype).flatten(1)[:, idx].T  # (M,2) normalised
+        return (grid[:, None, :] - off) * off.new_tensor(self.input_size)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        flipped_outputs: Mapping[str, torch.Tensor] | None = None,
+        flip_indices: Sequence[int] | torch.Tensor | None = None,
+        sigmas: Sequence[float] | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image: ``(poses (M,K,3) float32 [x, y, score] input px, scores (M,) float32)``, sorted by score.
+
+        Flip merge (``flipped_outputs`` = outputs of the mirrored input): the centre-confidence map and the
+        keypoint score maps are averaged with their flipped-back copies (columns reversed, keypoint channels
+        swapped with ``flip_indices``), and so are the offsets (flipped back exactly, :mod:`.common`), i.e. the
+        two passes' pose hypotheses are averaged cell by cell.
+        """
+        conf, offsets, kmaps = self._merged(outputs, flipped_outputs, flip_indices)
+        k = offsets.shape[1]
+        sig = default_sigmas(k, sigmas if sigmas is not None else self.sigmas)
+        smooth = conf
+        if self.smooth_kernel > 1:
+            smooth = F.avg_pool2d(conf, self.smooth_kernel, stride=1, padding=self.smooth_kernel // 2,
+                                  count_include_pad=False)
+        results = []
+        for b in range(conf.shape[0]):
+            vals, idx = local_peaks(smooth[b], self.nms_kernel, self.max_proposals, self.score_thr, conf[b])
+            keep = torch.isfinite(vals[0])
+            vals, idx = vals[0][keep], idx[0][keep]
+            points = self._points(offsets[b], idx)  # (M,K,2) px
+            heat = None
+            if kmaps is not None:
+                cells = points / points.new_tensor(self.stride)
+                heat = sample_maps(kmaps[b], cells)
+            kscores = self._keypoint_scores(vals, heat, k)
+            poses = torch.cat([points, kscores[..., None]], -1).cpu().double().numpy()
+            scores = self._instance_scores(vals, kscores).cpu().double().numpy()
+            results.append(finish_poses(poses, scores, sig, self.nms_thr, self.max_proposals))
+        return results
+
+    @staticmethod
+    def _instance_scores(conf: torch.Tensor, kscores: torch.Tensor) -> torch.Tensor:
+        """Mean keypoint score (the proposal confidence when K = 0)."""
+        return kscores.mean(-1) if kscores.shape[-1] else conf
+
+
+class SARCenterCodec(_CentreCodec):
+    """B2 ``sar_center``: centre selector (1) + pose offsets (2K, normalised units) + auxiliary heatmaps (K+1).
+
+    Encode (``encode(keypoints (N,K,2), visible (N,K), areas (N,), mask (H,W))``), P = ``max_people``:
+    ``mask`` (H,W), ``person_valid`` (P,), ``keypoint_valid`` (P,K), ``keypoints_norm`` (P,K,2) (input px /
+    input size), ``areas`` (P,), ``people_dropped`` (), ``center_cells`` (P,) flat centre cell ``i * W + j``,
+    ``scale`` (P,) the person kernel scale, ``region`` (P,4) the person's cells box (the ``local`` Omega) and
+    ``heatmap`` (K+1,H,W) auxiliary targets (MSRA Gaussians, max over people; the last channel is the centre).
+
+    Person scale (our definition, reference 1.2 [I]): ``s_i = sqrt(area_i / (w * h))``, i.e. ``sqrt(area) / S``
+    for an S x S input. The loss's person kernel ``exp(-lambda * L1 / s_i)`` with L1 in normalised units is
+    ``exp(-lambda * L1_px / sqrt(area))``; the top-down kernel ``exp(-16 * L1_px / (1.25 * side))`` of a
+    1.25-padded crop is this with ``lambda = 16 / 1.25 = 12.8`` and ``area = side^2`` (the reference's
+    ~12.5). ``kernel: image`` uses ``s_i = 1`` (the loss's switch; the codec always writes the person scale).
+
+    Decode: pose ``P_t = p_t - O_t`` at the centre peaks; ``score``: ``selector`` (default [I]) ranks and
+    thresholds on ``sigmoid(centre logits)`` and every keypoint score is that confidence; ``heatmap`` uses the
+    auxiliary centre heatmap's sigmoid instead, and multiplies each keypoint score by the auxiliary keypoint
+    heatmap's sigmoid at the decoded keypoint. Instance score = mean keypoint score. No rescoring net.
+
+    Args:
+        sigma, center_sigma: auxiliary Gaussian sigmas (map cells) of keypoints / centres (DEKR's 2 and 4;
+            our choice for the auxiliary focal targets).
+        region_margin: cells added around a person's keypoint box for ``region``.
+        smooth_kernel: average-pool kernel on the centre map before NMS (CID's 3; 1 = off).
+        nms_kernel: max-pool NMS kernel (3: CID's at a map side <= 200).
+        nms_thr: OKS threshold of the pose NMS (CID's 0.8; 1 = off).
+        sigmas: OKS sigmas for the pose NMS (default: COCO's for K = 17, else a constant).
+    """
+
+    offset_unit = "norm"
+
+    def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], score: str = "selector",
+                 sigma: float = 2.0, center_sigma: float = 4.0, region_margin: int = 1, smooth_kernel: int = 3,
+                 nms_kernel: int = 3, nms_thr: float = 0.8, max_people: int = 30, max_proposals: int = 30,
+                 score_thr: float = 0.01, sigmas: Sequence[float] | None = None) -> None:
+        super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
+                         max_people, max_proposals, score_thr, sigmas)
+        if score not in ("selector", "heatmap"):
+            raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
+        self.score = score
+        self.region_margin = int(region_margin)
+
+    def __repr__(self) -> str:
+        return (f"SARCenterCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, "
+                f"score={self.score!r})")
+
+    def encode(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
+               mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        people, targets, _ = self._people(keypoints, visible, areas, mask)
+        w, h = self.input_size
+        targets["scale"] = np.where(people.valid, np.sqrt(people.areas / (w * h)), 1.0).astype(np.float32)
+        targets["region"] = person_regions(people.cells, people.visible, self.heatmap_size, self.region_margin)
+        return targets
+
+    def _maps(self, outputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.score == "heatmap":
+            hm = torch.sigmoid(outputs["heatmap"].float())
+            return hm[:, -1:], hm[:, :-1]
+        return torch.sigmoid(outputs["center_logits"].float()), None
+
+    def _keypoint_scores(self, conf: torch.Tensor, heat: torch.Tensor | None, k: int) -> torch.Tensor:
+        base = conf[:, None].expand(-1, k)
+        return base * heat.clamp(0, 1) if heat is not None else base
+
+
+class DEKRCodec(_CentreCodec):
+    """DEKR baseline: heatmaps (K keypoints + centre, MSE) and per-cell pose offsets (2K, map cells).
+
+    Encode: the common targets (:class:`SARCenterCodec`), ``center_cells``, ``heatmap`` (K+1,H,W) (sigma 2
+    keypoints / 4 centre, DEKR [C]), ``heatmap_weight`` (K+1,H,W) = mask x (1 on cells with target > 0, else
+    ``bg_weight`` 0.1 [C]), ``offsets`` (K,2,H,W) = cell - keypoint (map cells) on the cells within
+    ``offset_radius`` cells of a person's centre (a cell claimed by several people keeps the smallest one's,
+    as DEKR), ``offset_weight`` (K,H,W) = mask x visible / sqrt(area in map cells^2) there, else 0.
+
+    Decode: centre map = the raw centre heatmap (flip-averaged), NMS kernel 5 (DEKR), top 30 > 0.01, pose =
+    location - offset; keypoint score = centre value x the keypoint heatmap at the decoded keypoint (clamped
+    to [0, 1]); instance score = mean keypoint score. No rescoring net, no adaptive convolutions.
+    """
+
+    offset_unit = "cell"
+
+    def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 2.0,
+                 center_sigma: float = 4.0, offset_radius: float = 4.0, bg_weight: float = 0.1,
+                 smooth_kernel: int = 1, nms_kernel: int = 5, nms_thr: float = 0.8, max_people: int = 30,
+                 max_proposals: int = 30, score_thr: float = 0.01, sigmas: Sequence[float] | None = None) -> None:
+        super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
+                         max_people, max_proposals, score_thr, sigmas)
+        if offset_radius < 0 or not 0 <= bg_weight <= 1:
+            raise ValueError(f"offset_radius must be >= 0 and bg_weight in [0, 1], got {offset_radius}, {bg_weight}")
+        self.offset_radius = float(offset_radius)
+        self.bg_weight = float(bg_weight)
+
+    def __repr__(self) -> str:
+        return f"DEKRCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size})"
+
+    def encode(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
+               mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        people, targets, cells = self._people(keypoints, visible, areas, mask)
+        mask32 = targets["mask"]
+        hm = targets["heatmap"]
+        targets["heatmap_weight"] = (mask32[None] * np.where(hm > 0, 1.0, self.bg_weight)).astype(np.float32)
+        k = people.visible.shape[1]
+        width, height = self.heatmap_size
+        offsets = np.zeros((k, 2, height, width), dtype=np.float32)
+        weight = np.zeros((k, height, width), dtype=np.float32)
+        xx, yy = np.meshgrid(np.arange(width), np.arange(height))
+        kp_cells = people.keypoints / np.asarray(self.stride)  # (P,K,2) exact map coordinates
+        area_cells = people.areas / (self.stride[0] * self.stride[1])
+        for p in np.argsort(-people.areas, kind="stable"):  # smaller people written last, so they win
+            if not people.valid[p]:
+                continue
+            disc = (xx - cells[p, 0]) ** 2 + (yy - cells[p, 1]) ** 2 <= self.offset_radius**2
+            vis = people.visible[p]
+            offsets[:, 0][:, disc] = (xx[disc][None, :] - kp_cells[p, :, 0:1])
+            offsets[:, 1][:, disc] = (yy[disc][None, :] - kp_cells[p, :, 1:2])
+            weight[:, disc] = (vis[:, None] / np.sqrt(max(area_cells[p], 1.0))).astype(np.float32)
+        targets["offsets"] = offsets
+        targets["offset_weight"] = weight * mask32[None]
+        return targets
+
+    def _maps(self, outputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hm = outputs["heatmap"].float()
+        return hm[:, -1:], hm[:, :-1]
+
+    def _keypoint_scores(self, conf: torch.Tensor, heat: torch.Tensor | None, k: int) -> torch.Tensor:
+        assert heat is not None
+        return conf[:, None] * heat.clamp(0, 1)

@@ -1,0 +1,119 @@
+"""Bottom-up heads (docs/bottomup.md): forward-only 1x1 convolutions on the stride-4 neck output.
+
+Init as the top-down SAR head (:class:`sar.models.heads.sar.SARHead`, sar-method.md 2.1 [C]): weights
+Normal(0, 0.001), biases 0, except the selector / focal-heatmap logits whose bias is the focal prior
+``-log(99)`` (:data:`~sar.models.heads.sar.FOCAL_PRIOR_BIAS`; CID's init, reference 1.1 [C]). The MSE heatmaps
+of the ``ae`` and ``dekr`` baselines start at 0 (bias 0). Offset channels ``2k`` / ``2k + 1`` are the x / y of
+keypoint ``k``; offsets are returned as (B,K,2,H,W). Raw tensors only; the codecs and losses do the rest.
+
+| head | outputs |
+|---|---|
+| SARAEHead | ``logits`` (B,K,H,W), ``offsets`` (B,K,2,H,W) normalised units, ``tags`` (B,K,H,W), ``heatmap`` (B,K,H,W) |
+| SARCenterHead | ``center_logits`` (B,1,H,W), ``offsets`` (B,K,2,H,W) normalised units, ``heatmap`` (B,K+1,H,W) |
+| AEHead | ``heatmap`` (B,K,H,W), ``tags`` (B,K,H,W) |
+| DEKRHead | ``heatmap`` (B,K+1,H,W), ``offsets`` (B,K,2,H,W) map cells |
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sar.models.heads.sar import FOCAL_PRIOR_BIAS
+
+__all__ = ["AEHead", "DEKRHead", "SARAEHead", "SARCenterHead"]
+
+
+def _conv(in_channels: int, out_channels: int, bias: float = 0.0) -> nn.Conv2d:
+    """1x1 conv, weights Normal(0, 0.001), constant bias."""
+    conv = nn.Conv2d(in_channels, out_channels, 1)
+    nn.init.normal_(conv.weight, std=0.001)
+    nn.init.constant_(conv.bias, bias)
+    return conv
+
+
+def _offsets(x: torch.Tensor, k: int) -> torch.Tensor:
+    b, _, h, w = x.shape
+    return x.reshape(b, k, 2, h, w)
+
+
+class SARAEHead(nn.Module):
+    """B1 ``sar_ae`` (reference 1.2 [I]): selector (K), offsets (2K), AE tags (K), auxiliary heatmap (K);
+    ``with_heatmap=False`` drops the auxiliary branch."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True) -> None:
+        super().__init__()
+        self.num_keypoints = num_keypoints
+        self.logit_conv = _conv(in_channels, num_keypoints, FOCAL_PRIOR_BIAS)
+        self.offset_conv = _conv(in_channels, 2 * num_keypoints)
+        self.tag_conv = _conv(in_channels, num_keypoints)
+        self.heatmap_conv = _conv(in_channels, num_keypoints, FOCAL_PRIOR_BIAS) if with_heatmap else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"logits": self.logit_conv(x), "offsets": _offsets(self.offset_conv(x), self.num_keypoints),
+               "tags": self.tag_conv(x)}
+        if self.heatmap_conv is not None:
+            out["heatmap"] = self.heatmap_conv(x)
+        return out
+
+
+class SARCenterHead(nn.Module):
+    """B2 ``sar_center`` (reference 1.2 [I]): centre selector (1), pose offsets (2K), auxiliary focal heatmaps
+    (K keypoints + the centre); ``with_heatmap=False`` drops the auxiliary branch."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True) -> None:
+        super().__init__()
+        self.num_keypoints = num_keypoints
+        self.center_conv = _conv(in_channels, 1, FOCAL_PRIOR_BIAS)
+        self.offset_conv = _conv(in_channels, 2 * num_keypoints)
+        self.heatmap_conv = _conv(in_channels, num_keypoints + 1, FOCAL_PRIOR_BIAS) if with_heatmap else None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"center_logits": self.center_conv(x), "offsets": _offsets(self.offset_conv(x), self.num_keypoints)}
+        if self.heatmap_conv is not None:
+            out["heatmap"] = self.heatmap_conv(x)
+        return out
+
+
+class AEHead(nn.Module):
+    """``ae`` baseline (HigherHRNet's stride-4 output, reference 1.1 [C]; the 1/2-resolution branch is not
+    built): heatmaps (K) and associative-embedding tags (K)."""
+
+    def __init__(self, in_channels: int, num_keypoints: int) -> None:
+        super().__init__()
+        self.heatmap_conv = _conv(in_channels, num_keypoints)
+        self.tag_conv = _conv(in_channels, num_keypoints)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"heatmap": self.heatmap_conv(x), "tags": self.tag_conv(x)}
+
+
+class DEKRHead(nn.Module):
+    """``dekr`` baseline (reference 1.1 [C]): heatmaps (K keypoints + centre) by a 1x1 conv, and per-keypoint
+    offsets by a small branch per keypoint: ``offset_channels`` features shared by all keypoints (1x1 conv +
+    BN + ReLU), then one grouped 3x3 conv + ReLU and a grouped 1x1 conv to (x, y) per keypoint (DEKR's
+    per-keypoint branches; its adaptive convolutions are not built)."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, offset_channels: int = 15) -> None:
+        super().__init__()
+        k = num_keypoints
+        self.num_keypoints = k
+        self.heatmap_conv = _conv(in_channels, k + 1)
+        self.offset_feat = nn.Sequential(
+            nn.Conv2d(in_channels, k * offset_channels, 1, bias=False),
+            nn.BatchNorm2d(k * offset_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(k * offset_channels, k * offset_channels, 3, padding=1, groups=k, bias=False),
+            nn.BatchNorm2d(k * offset_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.offset_conv = nn.Conv2d(k * offset_channels, 2 * k, 1, groups=k)
+        for m in self.offset_feat.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+        nn.init.normal_(self.offset_conv.weight, std=0.001)
+        nn.init.zeros_(self.offset_conv.bias)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"heatmap": self.heatmap_conv(x),
+                "offsets": _offsets(self.offset_conv(self.offset_feat(x)), self.num_keypoints)}

@@ -1,0 +1,329 @@
+"""Bottom-up codecs (sar.codecs.bottomup): fixed-shape encoding, round trips through oracle outputs, flip merge,
+and the oracle AP on the real COCO / CrowdPose / OCHuman samples (issue 12 section 3).
+
+The oracle turns encoded targets into the outputs a perfect network would give (``oracle_*``): selector
+logits +10 at the encoded keypoint cells and -10 elsewhere (sar_ae; sar_center: the logit of a Gaussian blob of
+1 cell around each centre, so that the decoder's smoothing keeps the peak), offsets exact at those cells, tags = the person index
+(each cell of channel k takes the index of the person whose keypoint k is nearest), heatmaps = the targets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sar.codecs.bottomup import AECodec, DEKRCodec, SARAECodec, SARCenterCodec
+from sar.codecs.bottomup.common import flip_back_maps, flip_back_offsets, pose_nms
+from sar.codecs.sar import sar_grid
+from sar.data.spec import load_spec
+from sar.evaluation.coco_ap import CocoEvaluator
+
+HI, LO = 10.0, -10.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Oracle outputs
+# ---------------------------------------------------------------------------------------------------------------
+def _batch(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v)[None] for k, v in targets.items()}
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-4, 1 - 1e-4)
+    return torch.log(p / (1 - p))
+
+
+def _nearest_person_tags(t: dict[str, torch.Tensor], width: int, height: int) -> torch.Tensor:
+    """(B,K,H,W) tags: each cell of channel k = index of the person whose keypoint k is nearest (in cells)."""
+    valid = (t["keypoint_valid"] > 0) & (t["person_valid"] > 0)[..., None]  # (B,P,K)
+    cells = t["keypoint_cells"]
+    cx, cy = (cells % width).float(), (cells // width).float()
+    xs = torch.arange(width).float()[None, None, None, None, :]
+    ys = torch.arange(height).float()[None, None, None, :, None]
+    d2 = (xs - cx[..., None, None]) ** 2 + (ys - cy[..., None, None]) ** 2  # (B,P,K,H,W)
+    d2 = torch.where(valid[..., None, None], d2, torch.full_like(d2, float("inf")))
+    return d2.argmin(1).float()
+
+
+def oracle_sar_center(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    width, height = hm_size
+    b, p, k, _ = t["keypoints_norm"].shape
+    conf = torch.zeros((b, 1, height * width))
+    offsets = torch.zeros(b, k, 2, height * width)
+    grid = sar_grid(width, height).flatten(1)  # (2,T)
+    xs, ys = torch.arange(height * width) % width, torch.arange(height * width) // width
+    for bi in range(b):
+        for pi in range(p):
+            if t["person_valid"][bi, pi] > 0:
+                c = t["center_cells"][bi, pi]
+                blob = torch.exp(-0.5 * ((xs - c % width) ** 2 + (ys - c // width) ** 2).float())
+                conf[bi, 0] = torch.maximum(conf[bi, 0], blob)  # a peak of width 1 cell (survives smoothing)
+                offsets[bi, :, :, c] = grid[:, c][None] - t["keypoints_norm"][bi, pi]
+    return {"center_logits": _logit(conf).reshape(b, 1, height, width),
+            "offsets": offsets.reshape(b, k, 2, height, width), "heatmap": _logit(t["heatmap"])}
+
+
+def oracle_dekr(t: dict[str, torch.Tensor], hm_size: tuple[int, int], stride: float) -> dict[str, torch.Tensor]:
+    width, height = hm_size
+    b, p, k, _ = t["keypoints_norm"].shape
+    offsets = t["offsets"].clone().flatten(3)
+    kp_cells = t["keypoints_norm"] * torch.tensor([width, height]).float()
+    for bi in range(b):
+        for pi in range(p):
+            if t["person_valid"][bi, pi] > 0:
+                c = t["center_cells"][bi, pi]
+                loc = torch.tensor([float(c % width), float(c // width)])
+                offsets[bi, :, :, c] = loc[None] - kp_cells[bi, pi]
+    del stride
+    return {"heatmap": t["heatmap"].clone(), "offsets": offsets.reshape(b, k, 2, height, width)}
+
+
+def oracle_sar_ae(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    width, height = hm_size
+    b, p, k, _ = t["keypoints_norm"].shape
+    logits = torch.full((b, k, height * width), LO)
+    offsets = torch.zeros(b, k, 2, height * width)
+    grid = sar_grid(width, height).flatten(1)
+    for bi in range(b):
+        for pi in range(p):
+            for ki in range(k):
+                if t["person_valid"][bi, pi] > 0 and t["keypoint_valid"][bi, pi, ki] > 0:
+                    c = t["keypoint_cells"][bi, pi, ki]
+                    logits[bi, ki, c] = HI
+                    offsets[bi, ki, :, c] = grid[:, c] - t["keypoints_norm"][bi, pi, ki]
+    return {"logits": logits.reshape(b, k, height, width), "offsets": offsets.reshape(b, k, 2, height, width),
+            "tags": _nearest_person_tags(t, width, height), "heatmap": _logit(t["heatmap"])}
+
+
+def oracle_ae(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    width, height = hm_size
+    return {"heatmap": t["heatmap"].clone(), "tags": _nearest_person_tags(t, width, height)}
+
+
+def make_codec(name: str, input_size: tuple[int, int], sigmas: np.ndarray | None = None, **kw):
+    hm = (input_size[0] // 4, input_size[1] // 4)
+    cls = {"sar_center": SARCenterCodec, "dekr": DEKRCodec, "sar_ae": SARAECodec, "ae": AECodec}[name]
+    codec = cls(input_size, hm, sigmas=None if sigmas is None else list(sigmas), **kw)
+
+    def oracle(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if name == "sar_center":
+            return oracle_sar_center(t, hm)
+        if name == "dekr":
+            return oracle_dekr(t, hm, 4.0)
+        if name == "sar_ae":
+            return oracle_sar_ae(t, hm)
+        return oracle_ae(t, hm)
+
+    return codec, oracle
+
+
+HEADS = ("sar_center", "dekr", "sar_ae", "ae")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hand-made PersonSets
+# ---------------------------------------------------------------------------------------------------------------
+def person_set() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four people, K = 3, input 128x96: two overlapping, one small, one with a hidden keypoint."""
+    kp = np.array([
+        [[20.3, 15.2], [30.6, 40.1], [25.0, 70.4]],     # tall
+        [[34.1, 22.7], [47.9, 44.2], [41.2, 75.3]],     # overlaps the first
+        [[100.2, 60.5], [104.7, 63.1], [101.9, 67.8]],  # small
+        [[70.0, 20.0], [80.5, 30.5], [90.0, 50.0]],     # keypoint 1 hidden
+    ])
+    vis = np.ones((4, 3))
+    vis[3, 1] = 0
+    areas = np.array([1500.0, 1400.0, 40.0, 900.0])
+    return kp, vis, areas
+
+
+SIG3 = np.array([0.08, 0.08, 0.08])
+
+
+def _match(poses: np.ndarray, kp: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """For each GT person, the max keypoint error (px, over visible keypoints) of its best decoded pose."""
+    out = []
+    for g in range(kp.shape[0]):
+        err = np.abs(poses[:, :, :2] - kp[g][None]).max(-1)  # (M,K)
+        err = np.where(vis[g][None] > 0, err, 0).max(-1)
+        out.append(err.min() if err.size else np.inf)
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_encode_shapes_fixed_and_padding(name: str) -> None:
+    kp, vis, areas = person_set()
+    codec, _ = make_codec(name, (128, 96), SIG3, max_people=3)
+    full = codec.encode(kp, vis, areas, np.ones((24, 32)))
+    empty = codec.encode(np.zeros((0, 3, 2)), np.zeros((0, 3)), np.zeros(0), np.ones((24, 32)))
+    assert {k: v.shape for k, v in full.items()} == {k: v.shape for k, v in empty.items()}
+    assert int(full["people_dropped"]) == 1 and int(empty["people_dropped"]) == 0
+    np.testing.assert_array_equal(full["person_valid"], [1, 1, 1])
+    assert empty["person_valid"].sum() == 0 and empty["heatmap"].max() == 0
+    np.testing.assert_allclose(full["keypoints_norm"][0, 1], [30.6 / 128, 40.1 / 96], rtol=1e-6)
+    with pytest.raises(ValueError, match="mask"):
+        codec.encode(kp, vis, areas, np.ones((32, 24)))
+
+
+def test_encode_values_centre_and_dekr_offsets() -> None:
+    kp, vis, areas = person_set()
+    codec = DEKRCodec((128, 96), (32, 24), sigmas=list(SIG3))
+    t = codec.encode(kp, vis, areas, np.ones((24, 32)))
+    # person 3: centre = mean of keypoints 0 and 2 = (80, 35) px -> cell (20, 9) (floor(8.75 + 0.5) = 9)
+    assert int(t["center_cells"][3]) == 9 * 32 + 20
+    # offsets at its centre cell: cell - keypoint / 4; keypoint 1 hidden -> weight 0
+    np.testing.assert_allclose(t["offsets"][0, :, 9, 20], [20 - 70 / 4, 9 - 20 / 4], rtol=1e-6)
+    np.testing.assert_allclose(t["offset_weight"][:, 9, 20], [1 / math.sqrt(900 / 16), 0, 1 / math.sqrt(900 / 16)],
+                               rtol=1e-6)
+    assert t["heatmap"][3, 9, 20] == 1.0 and t["heatmap_weight"][0, 23, 31] == pytest.approx(0.1)
+    sc = SARCenterCodec((128, 96), (32, 24)).encode(kp, vis, areas)
+    assert sc["scale"][0] == pytest.approx(math.sqrt(1500 / (128 * 96)))
+    np.testing.assert_array_equal(sc["region"][3], [17, 4, 24, 14])  # cells (18,5), (23,13) grown by 1
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_round_trip_hand_made(name: str) -> None:
+    """Encode -> oracle outputs -> decode recovers every person (ae: within stride / 2 per axis)."""
+    kp, vis, areas = person_set()
+    codec, oracle = make_codec(name, (128, 96), SIG3)
+    t = _batch(codec.encode(kp, vis, areas, np.ones((24, 32))))
+    (poses, scores), = codec.decode(oracle(t))
+    assert poses.dtype == np.float32 and scores.dtype == np.float32
+    assert poses.shape == (4, 3, 3) and np.all(np.diff(scores) <= 0)
+    err = _match(poses, kp, vis)
+    tol = 2.0 + 1e-6 if name == "ae" else 1e-3
+    assert np.all(err <= tol), err
+    # nobody: no pose
+    t0 = _batch(codec.encode(np.zeros((0, 3, 2)), np.zeros((0, 3)), np.zeros(0), np.ones((24, 32))))
+    (p0, s0), = codec.decode(oracle(t0))
+    assert p0.shape == (0, 3, 3) and s0.shape == (0,)
+
+
+def _mirror(outputs: dict[str, torch.Tensor], flip: list[int], shift_norm: float, shift_cell: float,
+            cell_offsets: bool) -> dict[str, torch.Tensor]:
+    """The exactly mirrored outputs (flip-back is an involution, so it also mirrors)."""
+    out = {}
+    for key, v in outputs.items():
+        if key == "offsets":
+            out[key] = flip_back_offsets(v, flip, shift_cell if cell_offsets else shift_norm)
+        else:
+            out[key] = flip_back_maps(v, None if key == "center_logits" else flip)
+    return out
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_flip_merge_with_exact_mirror_is_identity(name: str) -> None:
+    kp, vis, areas = person_set()
+    flip = [0, 2, 1]
+    codec, oracle = make_codec(name, (128, 96), SIG3)
+    out = oracle(_batch(codec.encode(kp, vis, areas)))
+    mirrored = _mirror(out, flip, 1 / 32 - 1 / 128, 1 - 1 / 4, name == "dekr")
+    (p1, s1), = codec.decode(out)
+    (p2, s2), = codec.decode(out, mirrored, flip)
+    np.testing.assert_allclose(p2, p1, atol=1e-4)
+    np.testing.assert_allclose(s2, s1, atol=1e-6)
+
+
+def test_flip_back_offsets_maps_mirrored_points() -> None:
+    """A hypothesis made on the mirrored input lands on the mirrored pixel: x -> w - 1 - x."""
+    w_in, w_map = 128, 32
+    x_px = 50.3  # original point; its mirror 128 - 1 - 50.3 = 76.7 is regressed from mirrored cell 19
+    j_m = 19
+    o_m = j_m / w_map - (w_in - 1 - x_px) / w_in  # normalised offset on the mirrored map
+    off = torch.zeros(1, 1, 2, 1, w_map)
+    off[0, 0, 0, 0, j_m] = o_m
+    back = flip_back_offsets(off, [0], 1 / w_map - 1 / w_in)
+    j = w_map - 1 - j_m
+    assert (j / w_map - back[0, 0, 0, 0, j].item()) * w_in == pytest.approx(x_px, abs=1e-4)
+
+
+def test_pose_nms_suppresses_duplicates() -> None:
+    a = np.array([[10.0, 10, 1], [30, 40, 1], [20, 60, 1]])
+    poses = np.stack([a, a + [0.5, 0.5, 0], a + [60, 0, 0]])
+    keep = pose_nms(poses, np.array([0.5, 0.9, 0.7]), np.full(3, 0.08), 0.8)
+    np.testing.assert_array_equal(keep, [1, 2])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Oracle AP on real samples
+# ---------------------------------------------------------------------------------------------------------------
+DATASETS = {
+    "coco": ("coco/test_coco.json", "coco"),
+    "crowdpose": ("crowdpose/test_crowdpose.json", "crowdpose"),
+    "ochuman": ("ochuman/test_ochuman.json", "coco"),
+}
+MIN_AREA = 32.0**2
+
+
+def _area(ann: dict) -> float:
+    return float(ann["area"]) if ann.get("area") else float(ann["bbox"][2] * ann["bbox"][3])
+
+
+def run_oracle(root: Path, dataset: str, name: str) -> dict[str, float]:
+    """Oracle predictions of head ``name`` on ``dataset``; AP over the persons with area >= 32^2 (smaller ones
+    and persons without keypoints are marked crowd, so COCOeval ignores what matches them)."""
+    rel, spec_name = DATASETS[dataset]
+    gt = json.loads((root / rel).read_text())
+    spec = load_spec(spec_name)
+    k = spec.num_keypoints
+    preds, n_large, n_small = [], 0, 0
+    worst_ae = 0.0
+    for img in gt["images"]:
+        anns = [a for a in gt["annotations"] if a["image_id"] == img["id"] and not a.get("iscrowd")]
+        w_in, h_in = 4 * math.ceil(img["width"] / 4), 4 * math.ceil(img["height"] / 4)
+        kps = np.array([np.asarray(a["keypoints"], float).reshape(k, 3) for a in anns]).reshape(-1, k, 3)
+        vis = (kps[..., 2] > 0).astype(float)
+        areas = np.array([_area(a) for a in anns])
+        codec, oracle = make_codec(name, (w_in, h_in), spec.sigmas)
+        t = _batch(codec.encode(kps[..., :2], vis, areas, None))
+        (poses, scores), = codec.decode(oracle(t))
+        for pose, score in zip(poses, scores, strict=True):
+            span = pose[:, :2].max(0) - pose[:, :2].min(0)
+            preds.append({"image_id": img["id"], "keypoints": pose, "bbox_score": float(score),
+                          "area": float(max(span[0] * span[1], 1.0))})
+        for a, kp_, v in zip(anns, kps, vis, strict=True):
+            if v.sum() == 0:
+                continue
+            if _area(a) >= MIN_AREA:
+                n_large += 1
+                if name == "ae":  # grouping + accuracy: some decoded pose within stride / 2 on every keypoint
+                    worst_ae = max(worst_ae, float(_match(poses, kp_[None, :, :2], v[None])[0]))
+            else:
+                n_small += 1
+    for a in gt["annotations"]:
+        if _area(a) < MIN_AREA or not a.get("num_keypoints"):
+            a["iscrowd"] = 1
+    ev = CocoEvaluator(gt, spec.sigmas, use_nms=False, score_mode="bbox")
+    metrics = ev.evaluate(preds)
+    return {"AP": metrics["AP"], "persons": n_large, "smaller": n_small, "ae_worst_px": worst_ae,
+            "poses": len(preds)}
+
+
+ORACLE_EXPECTED = {  # persons with area >= 32^2 / smaller persons with keypoints, per dataset
+    "coco": (12, 0),
+    "crowdpose": (4, 0),
+    "ochuman": (5, 0),
+}
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+@pytest.mark.parametrize("name", HEADS)
+def test_oracle_ap_real_samples(shared_data: Path, dataset: str, name: str) -> None:
+    res = run_oracle(shared_data, dataset, name)
+    assert (res["persons"], res["smaller"]) == ORACLE_EXPECTED[dataset]
+    if name == "ae":
+        assert res["ae_worst_px"] <= 2.0 + 1e-6, res  # every person grouped, every keypoint within stride / 2
+    else:
+        assert res["AP"] >= 0.99, res
+
+
+def oracle_table(root: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """All oracle numbers (for the report): ``{head: {dataset: run_oracle(...)}}``."""
+    return {name: {ds: run_oracle(root, ds, name) for ds in DATASETS} for name in HEADS}
+
+
