@@ -12,7 +12,6 @@ import yaml
 
 from sar.codecs import build_codec
 from sar.codecs.bottomup import AECodec, SARAECodec, SARCenterCodec
-from sar.conf import CONF_DIR
 from sar.models.heads.bottomup import AEHead, DEKRHead, SARAEHead, SARCenterHead
 from sar.models.heads.sar import FOCAL_PRIOR_BIAS
 from sar.models.losses import build_loss
@@ -24,6 +23,7 @@ from sar.models.losses_bottomup import (
     ae_pull_push,
     masked_focal_loss,
 )
+from sar.utils.config import CONF_DIR
 from sar.utils.instantiate import build
 
 LOG2 = math.log(2.0)

@@ -53,11 +53,20 @@ DECONV_NECK = "sar.models.necks.DeconvNeck.on_backbone"
 FPN_NECK = "sar.models.necks.FPNNeck.on_backbone"
 
 
+#: The tasks whose checkpoints predate keys (every other task was written with them all).
+LEGACY_TASK_NAMES = (None, "topdown", "wholebody")
+
+
 def _fill_stored_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with every key of :data:`STORED_CONFIG_DEFAULTS` it lacks filled in, where the parent exists
-    (a partial config stays partial); the mappings on the way are copied, the caller's stay untouched."""
+    (a partial config stays partial); the mappings on the way are copied, the caller's stay untouched. The
+    ``task.*`` keys are top-down settings: only configs of the tasks of :data:`LEGACY_TASK_NAMES` get them."""
     copied: set[str] = set()
+    task = config.get("task")
+    legacy_task = not isinstance(task, Mapping) or task.get("name") in LEGACY_TASK_NAMES
     for dotted, value in STORED_CONFIG_DEFAULTS.items():
+        if dotted.startswith("task.") and not legacy_task:
+            continue
         *parents, key = dotted.split(".")
         node: Any = config
         path = ""
@@ -80,7 +89,7 @@ def _fill_stored_defaults(config: dict[str, Any]) -> dict[str, Any]:
 def _legacy_task(config: dict[str, Any]) -> None:
     task = dict(config.get("task") or {})
     if "system" not in task:
-        if task.get("name") not in (None, "topdown", "wholebody"):
+        if task.get("name") not in LEGACY_TASK_NAMES:
             raise ValueError(f"config of task {task.get('name')!r} names no task.system (_target_ of its "
                              "LightningModule); only top-down configs from before the task seam are translated")
         task = {**LEGACY_TASK, **task}

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sar.codecs.bottomup.common import default_sigmas
 from sar.systems.topdown import TopDownSystem
 
 __all__ = ["BottomUpSystem"]
@@ -24,6 +25,11 @@ MAX_POSES = 1024  # poses one image may give (the codecs keep max_proposals = 30
 
 class BottomUpSystem(TopDownSystem):
     """Multi-person pose on whole images (docs/bottomup.md)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        if self.cfg["head"]["codec"].get("sigmas") is None:  # the pose NMS uses the dataset's OKS sigmas
+            self.codec.sigmas = default_sigmas(self.spec.num_keypoints, self.spec.sigmas)
 
     @torch.no_grad()
     def predict_poses(self, images: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -35,6 +41,7 @@ class BottomUpSystem(TopDownSystem):
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         meta = batch["meta"]
         decoded = self.predict_poses(batch["image"])
+        records = self._preds.setdefault(dataloader_idx, [])  # an image set with no person found still scores (AP 0)
         all_poses = []
         for i, (poses, scores) in enumerate(decoded):
             inv = meta["inv_warp"][i].cpu().numpy().astype(np.float64)
@@ -46,7 +53,7 @@ class BottomUpSystem(TopDownSystem):
                 kpts[:, :2] = kpts[:, :2] @ inv[:, :2].T + inv[:, 2]
                 xy = kpts[:, :2]
                 box_area = float(np.ptp(xy[:, 0]) * np.ptp(xy[:, 1]))
-                self._preds.setdefault(dataloader_idx, []).append({
+                records.append({
                     "image_id": int(meta["image_id"][i]), "ann_id": -1, "keypoints": kpts,
                     "bbox_score": float(scores[j]), "area": max(box_area, 1.0),
                     # unique per (image, pose): DDP padding repeats of an image are dropped by it (topdown)
