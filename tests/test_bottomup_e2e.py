@@ -42,3 +42,31 @@ def test_tiny_bottomup_run(head: str, tmp_path_factory: pytest.TempPathFactory) 
         assert poses.shape[1:] == (17, 3) and len(poses) == len(scores) <= 30
         # centre heads keep proposals above gamma; the grouping heads score a person by its keypoints' mean
         assert (scores[:-1] >= scores[1:]).all() and ((scores > 0.01) if "center" in head or head == "dekr" else (scores >= 0)).all()
+
+
+def test_predict_finds_every_person_and_feeds_a_top_down_checkpoint(tmp_path_factory: pytest.TempPathFactory,
+                                                                      shared_data: Path) -> None:
+    """A multi-person checkpoint predicts several people per photo with no boxes; a top-down checkpoint takes its
+    person boxes from it (det=<.ckpt>): one top-down instance per box found."""
+    from sar.predict import main as predict_main
+    from test_resume import tiny_cfg
+
+    tmp = tmp_path_factory.mktemp("predict")
+    run(tiny(tmp / "bu", "sar_center"), tmp / "bu" / "run")
+    bu_ckpt = tmp / "bu" / "run" / "checkpoints" / "last.ckpt"
+    photos = shared_data / "coco"
+    summary = predict_main([f"ckpt={bu_ckpt}", f"input={photos}", f"out={tmp / 'p_bu'}", "draw=false"])
+    results = json.loads(Path(summary["results"]).read_text())
+    per_image: dict[int, int] = {}
+    for r in results:
+        per_image[r["image_id"]] = per_image.get(r["image_id"], 0) + 1
+    assert summary["images"] == 4 and summary["instances"] == len(results) > 4 and max(per_image.values()) > 1
+    assert set(per_image) <= {785, 40083, 196141, 197388}  # COCO ids from the file names
+    with pytest.raises(ValueError, match="finds the people itself"):
+        predict_main([f"ckpt={bu_ckpt}", f"input={photos}", f"det={photos / 'test_coco_det_AP_H_56.json'}"])
+
+    run(tiny_cfg(tmp / "td", "trainer.max_epochs=1", "final_eval=false"), tmp / "td" / "run")
+    td_ckpt = tmp / "td" / "run" / "checkpoints" / "last.ckpt"
+    combined = predict_main([f"ckpt={td_ckpt}", f"input={photos}", f"det={bu_ckpt}", f"out={tmp / 'p_td'}",
+                             "draw=false", "use_nms=false"])
+    assert combined["boxes"] == len(results) and combined["instances"] == len(results)

@@ -1,9 +1,12 @@
 """`python -m sar.predict ckpt=<file> input=<image or folder> [det=<json> [ann=<json>]] [out=<dir>] [key=value ...]`
 
-Top-down keypoint prediction on images with nothing but a checkpoint (it carries the resolved run config, hence
-the network, the codec and the keypoint spec). Person boxes:
+Keypoint prediction on images with nothing but a checkpoint (it carries the resolved run config, hence the
+network, the codec and the keypoint spec). A multi-person checkpoint (``task=bottomup``) finds every person itself
+(no ``det``). A top-down checkpoint takes person boxes:
 
 * no ``det``: the whole image is the box (one person per image, box score 1);
+* ``det=<multi-person checkpoint .ckpt>``: the people that checkpoint finds (the extent of each pose's keypoints,
+  enlarged by :data:`POSE_BOX_SCALE`, scored by its pose score), so the two families combine;
 * ``det=<COCO detection results json>`` (``[{image_id, bbox: [x, y, w, h], score, category_id}, ...]``): every
   person box (``category_id`` 1, ``score >= det_score_thr``) of the image. An image's COCO id comes from
   ``ann=<COCO json>`` (its ``images`` entries map ``file_name`` to ``id``), else from a numeric file name
@@ -130,6 +133,30 @@ def read_detections(det_file: str | Path, score_thr: float) -> dict[int, list[tu
     return boxes
 
 
+#: A person box taken from a multi-person pose is its keypoints' extent enlarged by this factor (keypoints sit
+#: inside the person: a tight box around them misses the head top and the feet; our choice).
+POSE_BOX_SCALE = 1.15
+
+
+def boxes_from_checkpoint(ckpt: str, images: Sequence[Path], ids: Sequence[int], skipped: dict[int, str],
+                          score_thr: float, device: torch.device, batch_size: int,
+                          num_workers: int) -> dict[int, list[tuple[np.ndarray, float]]]:
+    """Person boxes ``(xywh, score)`` per image id found by a multi-person checkpoint (``det=<file>.ckpt``): the
+    extent of each predicted pose's keypoints, enlarged by :data:`POSE_BOX_SCALE`, with the pose's score."""
+    finder = load_system(ckpt, checkpoint_config(ckpt), map_location=device)
+    instances, _ = finder.predict_images(images, ids, None, skipped, batch_size=batch_size, num_workers=num_workers,
+                                         device=device, use_nms=True)
+    boxes: dict[int, list[tuple[np.ndarray, float]]] = defaultdict(list)
+    for inst in instances:
+        x, y, w, h = (float(v) for v in inst["bbox"])
+        if inst["score"] < score_thr or w <= 0 or h <= 0:
+            continue
+        cx, cy, w, h = x + w / 2, y + h / 2, w * POSE_BOX_SCALE, h * POSE_BOX_SCALE
+        boxes[int(inst["image_id"])].append((np.array([cx - w / 2, cy - h / 2, w, h], np.float32), inst["score"]))
+    log.info("det=%s: %d person boxes on %d images", ckpt, sum(len(b) for b in boxes.values()), len(boxes))
+    return boxes
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -169,7 +196,13 @@ def predict(cfg: Any) -> dict[str, Any]:
     if len(skipped) == len(images):
         raise _no_readable_image(cfg, images, skipped)
     ids = image_ids(images, cfg.ann)
-    det = read_detections(str(cfg.det), float(cfg.det_score_thr)) if cfg.det else None
+    det = None
+    if cfg.det and str(cfg.det).endswith(".ckpt"):  # person boxes from a multi-person checkpoint
+        ids = [i if i is not None else -(pos + 1) for pos, i in enumerate(ids)]
+        det = boxes_from_checkpoint(str(cfg.det), images, ids, dict(skipped), float(cfg.det_score_thr), device,
+                                    int(cfg.batch_size), int(cfg.num_workers))
+    elif cfg.det:
+        det = read_detections(str(cfg.det), float(cfg.det_score_thr))
     # the task's prediction on raw images (sar.systems.base.PoseSystem.predict_images)
     instances, num_boxes = system.predict_images(images, ids, det, skipped, batch_size=int(cfg.batch_size),
                                                  num_workers=int(cfg.num_workers), device=device, use_nms=use_nms)

@@ -70,6 +70,55 @@ class BottomUpSystem(TopDownSystem):
         metrics = evaluator.evaluate(preds.get(0, []), self.results_dir, prefix="results")
         return {k: float(v) for k, v in metrics.items()}
 
+    # -- prediction on raw images (sar.predict) ----------------------------------------------------------
+    def predict_images(self, images: Any, ids: Any, det: Any, skipped: dict[int, str], *, batch_size: int,
+                       num_workers: int, device: torch.device, use_nms: bool) -> tuple[list[dict[str, Any]], int]:
+        """Every person of every image (no boxes needed: ``det`` is refused), as in validation: the whole image
+        warped to the square input, decoded (flip test as configured), mapped back to image pixels. An instance's
+        ``bbox`` is its keypoints' extent; ``score`` is the codec's instance score."""
+        if det is not None:
+            raise ValueError("a multi-person checkpoint finds the people itself: drop det= (person boxes are for "
+                             "top-down checkpoints, which can take them from this checkpoint: det=<this .ckpt>)")
+        from sar.data.bottomup import input_warp
+        from sar.data.topdown import read_image
+
+        size = int(self.cfg["input_size"][0])
+        instances: list[dict[str, Any]] = []
+        pending: list[tuple[int, int | None, np.ndarray, torch.Tensor]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            batch = torch.stack([p[3] for p in pending]).to(device)
+            for (pos, image_id, inv, _), (poses, scores) in zip(pending, self.predict_poses(batch), strict=True):
+                for pose, score in zip(poses, scores, strict=True):
+                    kpts = np.asarray(pose, dtype=np.float64).copy()
+                    kpts[:, :2] = kpts[:, :2] @ inv[:, :2].T + inv[:, 2]
+                    lo, hi = kpts[:, :2].min(0), kpts[:, :2].max(0)
+                    instances.append({"image_id": image_id if image_id is not None else -(pos + 1),
+                                      "keypoints": kpts, "bbox": np.array([*lo, *(hi - lo)]), "score": float(score),
+                                      "bbox_score": float(score), "area": float(np.prod(hi - lo)), "position": pos})
+            pending.clear()
+
+        from sar.data import transforms as T
+
+        self.eval().to(device)
+        for pos, (path, image_id) in enumerate(zip(images, ids, strict=True)):
+            if pos in skipped:
+                continue
+            try:
+                image = read_image(str(path))
+            except OSError as err:
+                skipped[pos] = str(err)
+                continue
+            matrix = input_warp(image.shape[1], image.shape[0], size)
+            tensor = T.normalize_image(T.warp(image, matrix, (size, size)), bgr=True)
+            pending.append((pos, image_id, T.invert_affine(matrix), tensor))
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        return instances, len(instances)
+
     # -- bench / table -------------------------------------------------------------------------------------
     @classmethod
     def bench_sections(cls) -> dict[str, Any]:
