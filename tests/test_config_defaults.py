@@ -34,7 +34,8 @@ from sar.utils.config_keys import MissingConfigKey
 from sar.utils.loggers import build_logger
 from sar.utils.scale import prepare_run_config
 
-GROUPS = ("task", "dataset", "backbone", "neck", "head", "trainer", "logger", "optim", "callbacks", "experiment")
+GROUPS = ("task", "dataset", "backbone", "neck", "head", "trainer", "logger", "optim", "callbacks", "recipe",
+          "experiment")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
 # A multiple of every backbone's stride and input_multiple (32): small enough to build every network in seconds.
 SMALL_INPUT = "input_size=[64,64]"

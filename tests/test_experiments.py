@@ -48,8 +48,11 @@ def test_all_rows_present() -> None:
     expected |= {f"table2_vits_{h}" for h in (*HEADS, "sar_deconv")}
     expected |= {f"ablation_r50_{h}" for h in HEADS}
     expected |= {"coco_r50_sar_released", "coco_hrnet_w48_sar_released", "wholebody_hrnet_w48_sar_released"}
+    expected |= {f"bottomup_{d}_hrnet_w32_{h}" for d in ("coco", "crowdpose") for h in ("sar_center", "sar_ae", "ae",
+                                                                                         "dekr")}
     assert set(EXPERIMENTS) == expected
-    assert set(RECIPES) == {"topdown_released", "rle", "vitpose_s", "supp_ablation"}
+    assert set(RECIPES) == {"topdown_released", "rle", "vitpose_s", "supp_ablation", "bottomup_coco",
+                            "bottomup_crowdpose"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -82,6 +85,10 @@ def test_recipes_state_the_sources_values() -> None:
     assert vit["trainer"]["gradient_clip_val"] == 1.0
     assert vit["backbone"]["pretrained"] == "/w/mae_pretrain_vit_small.pth"
 
+    mp = to_container(compose_train_config("task=bottomup", "recipe=bottomup_coco"))
+    assert (mp["optim"]["lr"], mp["optim"]["milestones"], mp["trainer"]["max_epochs"], mp["input_size"]) == (
+        1e-3, [90, 120], 140, [512, 512])
+
     abl = to_container(compose_train_config("recipe=supp_ablation"))
     o, t = abl["optim"], abl["trainer"]
     assert (o["lr"], o["milestones"], o["warmup_iters"], t["max_epochs"]) == (1e-3, [90, 120], 0, 140)
@@ -105,6 +112,13 @@ def test_experiment_composes_with_its_recipe(name: str) -> None:
     else:  # ImageNet weights from timm, the tag naming the paper's source
         assert cfg["backbone"]["pretrained"] is True and "." in cfg["backbone"]["timm_name"]
 
+    if name.startswith("bottomup_"):  # the supplementary's multi-person recipe (CID / DEKR schedule)
+        crowdpose = "crowdpose" in name
+        assert (cfg["task"]["name"], cfg["input_size"], o["lr"], o["warmup_iters"]) == ("bottomup", [512, 512], 1e-3, 0)
+        assert (o["milestones"], t["max_epochs"]) == (([200, 260], 300) if crowdpose else ([90, 120], 140))
+        assert cfg["dataset"]["batch_size"] * t["devices"] == o["base_batch_size"] == 40
+        assert cfg["dataset"]["name"] == ("crowdpose" if crowdpose else "coco") and backbone == "hrnet_w32"
+        return
     if name.startswith("ablation_"):
         assert (o["lr"], t["max_epochs"], cfg["task"]["flip_test"]) == (1e-3, 140, False)
         assert deconv == (3 if head in DENSE else 0)

@@ -131,9 +131,13 @@ def test_paper_table_without_runs(tmp_path: Path) -> None:
 
 
 def test_paper_results_rows_match_experiment_files() -> None:
-    """Each paper_results row names an experiment file whose `table` tag points back at that row."""
+    """Each row of every task's layouts names an experiment file whose `table` tag points back at that row."""
+    from sar.systems.bottomup import BottomUpSystem
+
     conf = Path(__file__).resolve().parents[1] / "conf" / "experiment"
-    for name, spec in load_paper_results().items():
+    layouts = {**load_paper_results(), **BottomUpSystem.table_layouts()}
+    assert {"bottomup_coco", "bottomup_crowdpose", "coco_released"} <= set(layouts)
+    for name, spec in layouts.items():
         for row in spec["rows"]:
             text = (conf / f"{row['experiment']}.yaml").read_text()
             tag = yaml.safe_load(text)["table"]
@@ -177,3 +181,15 @@ def test_the_released_and_ablation_tables_place_their_runs(tmp_path: Path) -> No
     released = [r for r in tables["coco_released"].formatted() if "75.0" in r]
     assert len(released) == 1 and released[0][1] == "HRNet-W48"
     assert main([str(tmp_path), "--table", "coco_ablation_r50"]) == 0
+
+
+def test_a_bottomup_run_lands_in_the_multi_person_table_with_its_anchor(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"dataset": {"name": "crowdpose"}, "task": {"system": {"_target_": "sar.systems.bottomup.BottomUpSystem"}}}))
+    (run_dir / "metrics.json").write_text(json.dumps({"AP": 0.5, "AP_easy": 0.6, "AP_medium": 0.5, "AP_hard": 0.4,
+                                                      "table": {"name": "bottomup_crowdpose", "row": "DEKR"}}))
+    (table,) = build_tables(collect_runs(tmp_path))
+    dekr = next(r for r in table.formatted() if r[0] == "DEKR")
+    assert table.name == "bottomup_crowdpose" and dekr[3:6] == ["50.0", "—", "65.7"]  # ours | paper | anchor

@@ -126,6 +126,9 @@ class BottomUpSystem(TopDownSystem):
 
     @classmethod
     def table_layouts(cls) -> dict[str, Any]:
+        """The multi-person tables (src/sar/paper_results_bottomup.yaml: anchors of the host pipelines)."""
+        from pathlib import Path
+
         from sar.table import load_paper_results
 
-        return {k: v for k, v in load_paper_results().items() if v.get("task") == "bottomup"}
+        return load_paper_results(Path(__file__).resolve().parents[1] / "paper_results_bottomup.yaml")
