@@ -15,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 
 from sar.data import synthetic as syn
 from sar.data.synthetic import SyntheticConfig, ensure_synthetic, generate, render_image, render_preview
+from sar.data.synthetic.config import image_rng
 
 SMALL = {"num_train": 12, "num_val": 8}
 
@@ -111,7 +112,7 @@ def test_deterministic(tmp_path: Path, dataset: tuple[SyntheticConfig, Path]) ->
     fewer = generate(SyntheticConfig(seed=3, num_train=3, num_val=1), tmp_path / "c", num_workers=1)
     assert (fewer / "images/train/000002.jpg").read_bytes() == (root / "images/train/000002.jpg").read_bytes()
     # a different seed gives different images and annotations
-    rng_a, rng_b = syn._image_rng(3, 0, 0), syn._image_rng(4, 0, 0)
+    rng_a, rng_b = image_rng(3, 0, 0), image_rng(4, 0, 0)
     img_a, ann_a = render_image(cfg, rng_a)
     img_b, ann_b = render_image(cfg, rng_b)
     assert not np.array_equal(img_a, img_b) and ann_a != ann_b
@@ -121,7 +122,7 @@ def test_occlusion_and_overlap_at_defaults() -> None:
     cfg = SyntheticConfig()
     n_occluded = n_multi_overlap = 0
     for i in range(50):
-        _, anns = render_image(cfg, syn._image_rng(cfg.seed, 0, i))
+        _, anns = render_image(cfg, image_rng(cfg.seed, 0, i))
         n_occluded += sum(int(np.sum(np.asarray(a["keypoints"][2::3]) == 1)) for a in anns)
         boxes = [a["bbox"] for a in anns]
         overlap = any(
@@ -141,7 +142,7 @@ def test_occlusion_rule_later_person_covers_earlier() -> None:
                           person_height=(0.7, 0.7))
     found = False
     for i in range(20):
-        _, anns = render_image(cfg, syn._image_rng(0, 0, i))
+        _, anns = render_image(cfg, image_rng(0, 0, i))
         v0 = np.asarray(anns[0]["keypoints"][2::3])
         if np.any(v0 == 1) and not np.any(np.asarray(anns[1]["keypoints"][2::3])[5:] == 1):
             found = True
@@ -150,7 +151,7 @@ def test_occlusion_rule_later_person_covers_earlier() -> None:
     # without occluders and with a single person, only hidden ears can be v=1
     cfg1 = SyntheticConfig(min_people=1, max_people=1, occlusion=0.0)
     for i in range(20):
-        _, anns = render_image(cfg1, syn._image_rng(0, 0, i))
+        _, anns = render_image(cfg1, image_rng(0, 0, i))
         assert not np.any(np.asarray(anns[0]["keypoints"][2::3])[[0, 1, 2, *range(5, 17)]] == 1)
 
 
@@ -191,10 +192,10 @@ def test_interrupted_generation_is_not_complete(tmp_path: Path, monkeypatch: pyt
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syn.json, "dump", crash)
+    monkeypatch.setattr(json, "dump", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(cfg, tmp_path)
-    monkeypatch.setattr(syn.json, "dump", real_dump)
+    monkeypatch.setattr(json, "dump", real_dump)
     assert not (half / syn.COMPLETE_MARKER).exists()
     assert not list(tmp_path.glob(".coco_*"))  # the temporary was cleaned up
     # a temporary left by a dead process is neither used nor kept
