@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sar.data.spec import load_spec
 from sar.data.synthetic.config import SyntheticConfig
 from sar.data.synthetic.shapes import (
     RHOMB_CS,
@@ -73,16 +74,13 @@ __all__ = [
     "sample_person",
 ]
 
-KEYPOINT_NAMES: tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-#: COCO skeleton, 1-based as in the official category entry.
-SKELETON: tuple[tuple[int, int], ...] = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8), (7, 9),
-    (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)  # fmt: skip
+_COCO = load_spec("coco")
+_WHOLEBODY = load_spec("coco_wholebody")
+
+#: The figure's body keypoints: the COCO-17 of the ``coco`` keypoint spec, in its order.
+KEYPOINT_NAMES: tuple[str, ...] = _COCO.keypoint_names
+#: The ``coco`` spec's skeleton, 1-based as in the official category entry.
+SKELETON: tuple[tuple[int, int], ...] = tuple((i + 1, j + 1) for i, j in _COCO.skeleton)
 NUM_KPTS = len(KEYPOINT_NAMES)
 
 
@@ -101,27 +99,26 @@ class Person:
 
 
 # ------------------------------------------------------------------- extra points (other formats)
-#: Points beyond COCO-17 derived from each figure's geometry (``Person.extra``), in this order: the six
-#: COCO-WholeBody foot points, the 68 face points (iBUG-68 layout), 21 left-hand and 21 right-hand points
-#: (COCO-WholeBody hand order), then head top, neck (shoulder midpoint = MPII thorax), upper neck and pelvis
-#: (hip midpoint).
-EXTRA_NAMES: tuple[str, ...] = (
-    "left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel",
-    *(f"face-{i}" for i in range(68)),
-    *(f"left_{n}" for n in ("hand_root", *(f"{f}{j}" for f in ("thumb", "forefinger", "middle_finger",
-                                                                 "ring_finger", "pinky_finger")
-                                            for j in range(1, 5)))),
-    *(f"right_{n}" for n in ("hand_root", *(f"{f}{j}" for f in ("thumb", "forefinger", "middle_finger",
-                                                                  "ring_finger", "pinky_finger")
-                                             for j in range(1, 5)))),
-    "head_top", "neck", "upper_neck", "pelvis",
-)  # fmt: skip
+#: Points beyond COCO-17 derived from each figure's geometry (``Person.extra``), in this order: the points of the
+#: ``coco_wholebody`` spec after its COCO-17 (six foot points, the 68 face points in iBUG-68 layout, 21 left-hand
+#: and 21 right-hand points), then head top, neck (shoulder midpoint = MPII thorax), upper neck and pelvis (hip
+#: midpoint).
+EXTRA_NAMES: tuple[str, ...] = (*_WHOLEBODY.keypoint_names[NUM_KPTS:], "head_top", "neck", "upper_neck", "pelvis")
 NUM_EXTRA = len(EXTRA_NAMES)
-EXTRA_FOOT = slice(0, 6)
-EXTRA_FACE = slice(6, 74)
-EXTRA_LEFT_HAND = slice(74, 95)
-EXTRA_RIGHT_HAND = slice(95, 116)
-EXTRA_HEAD_TOP, EXTRA_NECK, EXTRA_UPPER_NECK, EXTRA_PELVIS = 116, 117, 118, 119
+
+
+def _wholebody_part(name: str) -> slice:
+    """Where part ``name`` of the ``coco_wholebody`` spec (a run of consecutive ids) lies in EXTRA_NAMES."""
+    ids = _WHOLEBODY.parts[name]
+    return slice(ids[0] - NUM_KPTS, ids[-1] + 1 - NUM_KPTS)
+
+
+EXTRA_FOOT = _wholebody_part("foot")
+EXTRA_FACE = _wholebody_part("face")
+EXTRA_LEFT_HAND = _wholebody_part("left_hand")
+EXTRA_RIGHT_HAND = _wholebody_part("right_hand")
+EXTRA_HEAD_TOP, EXTRA_NECK, EXTRA_UPPER_NECK, EXTRA_PELVIS = (
+    EXTRA_NAMES.index(n) for n in ("head_top", "neck", "upper_neck", "pelvis"))
 
 # Face points on the head (iBUG-68 order): (azimuth offset from the yaw, height / ry, radius / rx). A point
 # projects like the COCO face points: x = radius * rx * sin(yaw + azimuth), and is hidden (v=1) when

@@ -33,12 +33,13 @@ Formats (``num_train`` / ``num_val`` of :class:`~sar.data.synthetic.SyntheticCon
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sar.data.spec import KeypointSpec, load_spec
 from sar.data.synthetic.coco import (
     coco_categories,
     coco_file,
@@ -52,12 +53,10 @@ from sar.data.synthetic.config import TEST_STREAM, TRAIN_STREAM, VAL_STREAM, Syn
 from sar.data.synthetic.figure import (
     EXTRA_FACE,
     EXTRA_FOOT,
-    EXTRA_HEAD_TOP,
     EXTRA_LEFT_HAND,
-    EXTRA_NECK,
-    EXTRA_PELVIS,
+    EXTRA_NAMES,
     EXTRA_RIGHT_HAND,
-    EXTRA_UPPER_NECK,
+    KEYPOINT_NAMES,
 )
 
 __all__ = ["CROWDPOSE_NAMES", "MPII_FROM_FIGURE", "WRITERS", "crowd_index"]
@@ -67,22 +66,33 @@ __all__ = ["CROWDPOSE_NAMES", "MPII_FROM_FIGURE", "WRITERS", "crowd_index"]
 _CONTRIBUTOR = "sar.data.synthetic_formats"
 _TEST_ID_OFFSET = 10_000_000  # image ids of a second evaluation split (kept distinct from the first)
 
-CROWDPOSE_NAMES: tuple[str, ...] = (
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
-    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck",
-)  # fmt: skip
-#: MPII joint order -> ("body", COCO index) or ("extra", EXTRA index).
-MPII_FROM_FIGURE: tuple[tuple[str, int], ...] = (
-    ("body", 16), ("body", 14), ("body", 12), ("body", 11), ("body", 13), ("body", 15),  # r_ankle .. l_ankle
-    ("extra", EXTRA_PELVIS), ("extra", EXTRA_NECK), ("extra", EXTRA_UPPER_NECK),
-    ("extra", EXTRA_HEAD_TOP),
-    ("body", 10), ("body", 8), ("body", 6), ("body", 5), ("body", 7), ("body", 9),  # r_wrist .. l_wrist
-)  # fmt: skip
+_CROWDPOSE = load_spec("crowdpose")
+#: The keypoint names of the CrowdPose files: the ``crowdpose`` spec's, with the head top called ``head`` as in
+#: the real files.
+CROWDPOSE_NAMES: tuple[str, ...] = tuple("head" if n == "top_head" else n for n in _CROWDPOSE.keypoint_names)
+
+
+def _from_figure(spec: KeypointSpec, aliases: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """Per keypoint of ``spec``, the figure's point of that name (or of its alias): ``("body", COCO index)`` or
+    ``("extra", EXTRA_NAMES index)``."""
+    out = []
+    for name in spec.keypoint_names:
+        name = aliases.get(name, name)
+        out.append(("body", KEYPOINT_NAMES.index(name)) if name in KEYPOINT_NAMES else
+                   ("extra", EXTRA_NAMES.index(name)))
+    return tuple(out)
+
+
+#: MPII joint order -> ("body", COCO index) or ("extra", EXTRA index); MPII's thorax is the figure's neck.
+MPII_FROM_FIGURE: tuple[tuple[str, int], ...] = _from_figure(load_spec("mpii"), {"thorax": "neck"})
+_CROWDPOSE_FROM_FIGURE = _from_figure(_CROWDPOSE, {"top_head": "head_top"})
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _body(ann: dict[str, Any]) -> np.ndarray:
-    return np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+def _gather(ann: dict[str, Any], mapping: Sequence[tuple[str, int]]) -> np.ndarray:
+    """(K, 3) ``x, y, v`` of an annotation's body / extra points picked by ``mapping`` (see :func:`_from_figure`)."""
+    body = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+    return np.stack([body[i] if src == "body" else ann["_extra"][i] for src, i in mapping])
 
 
 def _flat(kpts: np.ndarray) -> list[float | int]:
@@ -167,15 +177,8 @@ def crowd_index(keypoints: Sequence[np.ndarray], boxes: Sequence[Sequence[float]
     return float(np.mean(ratios)) if len(ratios) > 1 else 0.0
 
 
-def _crowdpose_keypoints(ann: dict[str, Any]) -> np.ndarray:
-    ext = ann["_extra"]
-    return np.concatenate([_body(ann)[5:17], ext[[EXTRA_HEAD_TOP, EXTRA_NECK]]])
-
-
 def write_crowdpose(cfg: SyntheticConfig, root: Path, num_workers: int | None = None) -> Path:
-    from sar.data.spec import load_spec
-
-    skeleton = [[i + 1, j + 1] for i, j in load_spec("crowdpose").skeleton]  # 1-based, as the real file
+    skeleton = [[i + 1, j + 1] for i, j in _CROWDPOSE.skeleton]  # 1-based, as the real file
     categories = [{"id": 1, "name": "person", "supercategory": "person", "keypoints": list(CROWDPOSE_NAMES),
                    "skeleton": skeleton}]
     next_ann = 1
@@ -187,7 +190,7 @@ def write_crowdpose(cfg: SyntheticConfig, root: Path, num_workers: int | None = 
         images = image_entries(ids, names, cfg)
         anns: list[dict[str, Any]] = []
         for im, rec in zip(images, results):
-            kps = [_crowdpose_keypoints(a) for a in rec]
+            kps = [_gather(a, _CROWDPOSE_FROM_FIGURE) for a in rec]
             im["crowdIndex"] = round(crowd_index(kps, [a["bbox"] for a in rec]), 2)
             for a, kp in zip(rec, kps):
                 anns.append({"id": next_ann, "image_id": im["id"], "category_id": 1, "iscrowd": 0,
@@ -202,11 +205,6 @@ def write_crowdpose(cfg: SyntheticConfig, root: Path, num_workers: int | None = 
 
 
 # ----------------------------------------------------------------------------------------------- MPII
-def _mpii_joints(ann: dict[str, Any]) -> np.ndarray:
-    body, ext = _body(ann), ann["_extra"]
-    return np.stack([body[i] if src == "body" else ext[i] for src, i in MPII_FROM_FIGURE])
-
-
 def write_mpii(cfg: SyntheticConfig, root: Path, num_workers: int | None = None) -> Path:
     from scipy.io import savemat
 
@@ -218,7 +216,7 @@ def write_mpii(cfg: SyntheticConfig, root: Path, num_workers: int | None = None)
         head_boxes: list[list[float]] = []
         for name, rec in zip(names, results):
             for a in rec:
-                joints = _mpii_joints(a)
+                joints = _gather(a, MPII_FROM_FIGURE)
                 vis = joints[:, 2] > 0
                 if not vis.any():
                     continue
