@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from sar.data import synthetic as syn
+from sar.data.spec import load_spec
 from sar.data.synthetic import SyntheticConfig, ensure_synthetic, generate, render_image, render_preview
 from sar.data.synthetic.config import image_rng
 
@@ -212,6 +214,19 @@ def test_preview(tmp_path: Path, dataset: tuple[SyntheticConfig, Path]) -> None:
     out = render_preview(root, tmp_path / "p.png", num_images=4, cols=2, scale=1.0)
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 256 and img.shape[1] > 256
+    # the skeleton is drawn in the spec's link colours: left, right and centre links all show
+    img = cv2.imread(str(render_preview(root, tmp_path / "p2.png", num_images=4, cols=2, scale=2.0)))
+    for rgb in {tuple(int(c) for c in rgb) for rgb in load_spec("coco").colors}:
+        assert (img == np.array(rgb[::-1])).all(-1).sum() > 50, rgb
+    # a file with other keypoints is refused
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    ann = other / "annotations" / "person_keypoints_val.json"
+    data = _load(ann)
+    data["categories"][0]["keypoints"][0] = "head"
+    ann.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not those of the 'coco' spec"):
+        render_preview(other, tmp_path / "p3.png")
 
 
 def test_cli(tmp_path: Path) -> None:

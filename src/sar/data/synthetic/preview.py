@@ -1,4 +1,8 @@
-"""A PNG contact sheet of a written COCO-format synthetic dataset, to look at what the generator draws."""
+"""A PNG contact sheet of a written COCO-format synthetic dataset, to look at what the generator draws.
+
+Skeletons are drawn by :func:`sar.utils.draw.draw_instances` with the ``coco`` keypoint spec: its links in the
+spec's colours (left side green, right side orange, centre blue), the labelled keypoints as white dots.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,30 @@ from typing import Any
 import cv2
 import numpy as np
 
-from sar.data.synthetic.figure import NUM_KPTS, SKELETON
+from sar.data.spec import load_spec
+from sar.utils.draw import draw_instances
 
 __all__ = ["render_preview"]
 
-_LEFT = {1, 3, 5, 7, 9, 11, 13, 15}
+_GT_BOX = (0, 230, 230)  # BGR yellow
+_DET_BOX = (160, 160, 160)
+_OCCLUDED = (0, 0, 255)  # BGR red
 
 
 def render_preview(root: Path | str, out: Path | str, split: str = "val", num_images: int = 12,
                    cols: int = 4, scale: float = 2.0, show_boxes: bool = True) -> Path:
     """Write a PNG grid of ``num_images`` images with keypoints, skeleton and boxes drawn.
 
-    Left keypoints/links are green, right ones orange, the nose white; occluded (v=1) keypoints are hollow
-    circles; detector boxes (val) are thin grey, GT boxes yellow.
+    Links and keypoints as in the module docstring; occluded (v=1) keypoints get a red ring; GT boxes are
+    yellow, detector boxes (val) grey with their score. The file's keypoint names must be the ``coco`` spec's.
     """
+    spec = load_spec("coco")
     root, out = Path(root), Path(out)
-    coco = json.loads((root / "annotations" / f"person_keypoints_{split}.json").read_text())
+    ann_file = root / "annotations" / f"person_keypoints_{split}.json"
+    coco = json.loads(ann_file.read_text())
+    names = tuple(coco["categories"][0]["keypoints"])
+    if names != spec.keypoint_names:
+        raise ValueError(f"{ann_file}: keypoints {list(names)} are not those of the {spec.name!r} spec")
     dets: dict[int, list[dict[str, Any]]] = {}
     det_file = root / "annotations" / "person_detection_results_val.json"
     if split == "val" and show_boxes and det_file.is_file():
@@ -33,41 +45,36 @@ def render_preview(root: Path | str, out: Path | str, split: str = "val", num_im
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in coco["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
+    thickness = max(1, round(scale))
+
+    def px(v: float) -> float:  # image -> tile coordinate (pixel centres stay centres)
+        return (v + 0.5) * scale - 0.5
+
+    def box(b: list[float]) -> tuple[float, float, float, float]:  # xywh in tile coordinates
+        return px(b[0]), px(b[1]), b[2] * scale, b[3] * scale
+
     tiles = []
-    green, orange, white = (60, 220, 60), (0, 140, 255), (255, 255, 255)
-
-    def col(k: int) -> tuple[int, int, int]:
-        return white if k == 0 else (green if k in _LEFT else orange)
-
     for im in coco["images"][:num_images]:
         img = cv2.imread(str(root / "images" / split / im["file_name"]))
         img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
-
-        def p(x: float, y: float) -> tuple[int, int]:
-            return round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5)
-
-        for d in dets.get(im["id"], []):
-            x, y, bw, bh = d["bbox"]
-            cv2.rectangle(img, p(x, y), p(x + bw, y + bh), (160, 160, 160), 1)
-            cv2.putText(img, f"{d['score']:.2f}", p(x, y + 8), cv2.FONT_HERSHEY_SIMPLEX, 0.3,
-                        (200, 200, 200), 1)
-        for a in by_image.get(im["id"], []):
-            kp = np.asarray(a["keypoints"], float).reshape(-1, 3)
-            if show_boxes:
-                x, y, bw, bh = a["bbox"]
-                cv2.rectangle(img, p(x, y), p(x + bw, y + bh), (0, 230, 230), 1)
-            for i, j in SKELETON:
-                i, j = i - 1, j - 1
-                if kp[i, 2] > 0 and kp[j, 2] > 0:
-                    c = col(i) if (i in _LEFT) == (j in _LEFT) else (200, 200, 200)
-                    cv2.line(img, p(*kp[i, :2]), p(*kp[j, :2]), c, 1, cv2.LINE_AA)
-            for k in range(NUM_KPTS):
-                if kp[k, 2] == 2:
-                    cv2.circle(img, p(*kp[k, :2]), 3, col(k), -1, cv2.LINE_AA)
-                    cv2.circle(img, p(*kp[k, :2]), 3, (0, 0, 0), 1, cv2.LINE_AA)
-                elif kp[k, 2] == 1:
-                    cv2.circle(img, p(*kp[k, :2]), 4, col(k), 1, cv2.LINE_AA)
-        tiles.append(img)
+        people, image_dets = by_image.get(im["id"], []), dets.get(im["id"], [])
+        boxes = [(d["bbox"], _DET_BOX) for d in image_dets] + [(a["bbox"], _GT_BOX) for a in people if show_boxes]
+        for b, colour in boxes:
+            x, y, bw, bh = box(b)
+            cv2.rectangle(img, (round(x), round(y)), (round(x + bw), round(y + bh)), colour, 1)
+        kpts = []
+        for a in people:
+            kp = np.asarray(a["keypoints"], float).reshape(-1, 3)  # the visibility is the score: v > 0 is drawn
+            kpts.append(np.column_stack([px(kp[:, 0]), px(kp[:, 1]), kp[:, 2]]))
+        tile = draw_instances(img, kpts, spec, kpt_thr=0.0, thickness=thickness)
+        for d in image_dets:
+            x, y, _, _ = box(d["bbox"])
+            cv2.putText(tile, f"{d['score']:.2f}", (round(x), round(y + 8 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.3, (200, 200, 200), 1)
+        for kp in kpts:
+            for x, y, _ in kp[kp[:, 2] == 1]:
+                cv2.circle(tile, (round(x), round(y)), thickness + 3, _OCCLUDED, 1, cv2.LINE_AA)
+        tiles.append(tile)
     if not tiles:
         raise ValueError(f"no images in {root} ({split})")
     th, tw = tiles[0].shape[:2]
