@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from sar.data import synthetic as syn
+from sar.data.spec import load_spec
 from sar.data.synthetic import SyntheticConfig, ensure_synthetic, generate, render_image, render_preview
+from sar.data.synthetic.config import image_rng
 
 SMALL = {"num_train": 12, "num_val": 8}
 
@@ -111,7 +114,7 @@ def test_deterministic(tmp_path: Path, dataset: tuple[SyntheticConfig, Path]) ->
     fewer = generate(SyntheticConfig(seed=3, num_train=3, num_val=1), tmp_path / "c", num_workers=1)
     assert (fewer / "images/train/000002.jpg").read_bytes() == (root / "images/train/000002.jpg").read_bytes()
     # a different seed gives different images and annotations
-    rng_a, rng_b = syn._image_rng(3, 0, 0), syn._image_rng(4, 0, 0)
+    rng_a, rng_b = image_rng(3, 0, 0), image_rng(4, 0, 0)
     img_a, ann_a = render_image(cfg, rng_a)
     img_b, ann_b = render_image(cfg, rng_b)
     assert not np.array_equal(img_a, img_b) and ann_a != ann_b
@@ -121,7 +124,7 @@ def test_occlusion_and_overlap_at_defaults() -> None:
     cfg = SyntheticConfig()
     n_occluded = n_multi_overlap = 0
     for i in range(50):
-        _, anns = render_image(cfg, syn._image_rng(cfg.seed, 0, i))
+        _, anns = render_image(cfg, image_rng(cfg.seed, 0, i))
         n_occluded += sum(int(np.sum(np.asarray(a["keypoints"][2::3]) == 1)) for a in anns)
         boxes = [a["bbox"] for a in anns]
         overlap = any(
@@ -141,7 +144,7 @@ def test_occlusion_rule_later_person_covers_earlier() -> None:
                           person_height=(0.7, 0.7))
     found = False
     for i in range(20):
-        _, anns = render_image(cfg, syn._image_rng(0, 0, i))
+        _, anns = render_image(cfg, image_rng(0, 0, i))
         v0 = np.asarray(anns[0]["keypoints"][2::3])
         if np.any(v0 == 1) and not np.any(np.asarray(anns[1]["keypoints"][2::3])[5:] == 1):
             found = True
@@ -150,7 +153,7 @@ def test_occlusion_rule_later_person_covers_earlier() -> None:
     # without occluders and with a single person, only hidden ears can be v=1
     cfg1 = SyntheticConfig(min_people=1, max_people=1, occlusion=0.0)
     for i in range(20):
-        _, anns = render_image(cfg1, syn._image_rng(0, 0, i))
+        _, anns = render_image(cfg1, image_rng(0, 0, i))
         assert not np.any(np.asarray(anns[0]["keypoints"][2::3])[[0, 1, 2, *range(5, 17)]] == 1)
 
 
@@ -191,10 +194,10 @@ def test_interrupted_generation_is_not_complete(tmp_path: Path, monkeypatch: pyt
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syn.json, "dump", crash)
+    monkeypatch.setattr(json, "dump", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(cfg, tmp_path)
-    monkeypatch.setattr(syn.json, "dump", real_dump)
+    monkeypatch.setattr(json, "dump", real_dump)
     assert not (half / syn.COMPLETE_MARKER).exists()
     assert not list(tmp_path.glob(".coco_*"))  # the temporary was cleaned up
     # a temporary left by a dead process is neither used nor kept
@@ -211,6 +214,19 @@ def test_preview(tmp_path: Path, dataset: tuple[SyntheticConfig, Path]) -> None:
     out = render_preview(root, tmp_path / "p.png", num_images=4, cols=2, scale=1.0)
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 256 and img.shape[1] > 256
+    # the skeleton is drawn in the spec's link colours: left, right and centre links all show
+    img = cv2.imread(str(render_preview(root, tmp_path / "p2.png", num_images=4, cols=2, scale=2.0)))
+    for rgb in {tuple(int(c) for c in rgb) for rgb in load_spec("coco").colors}:
+        assert (img == np.array(rgb[::-1])).all(-1).sum() > 50, rgb
+    # a file with other keypoints is refused
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    ann = other / "annotations" / "person_keypoints_val.json"
+    data = _load(ann)
+    data["categories"][0]["keypoints"][0] = "head"
+    ann.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="not those of the 'coco' spec"):
+        render_preview(other, tmp_path / "p3.png")
 
 
 def test_cli(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The synthetic writers of the other benchmarks (``sar.data.synthetic_formats``): the real readers load them with
+"""The synthetic writers of the other benchmarks (``sar.data.synthetic.formats``): the real readers load them with
 the expected counts, the derived points are consistent, perfect predictions score perfectly, and every dataset
 config defaults to its synthetic version."""
 
@@ -18,7 +18,9 @@ from sar.data.formats.coco import load_coco_instances
 from sar.data.formats.mpii import load_mpii_headboxes, load_mpii_instances
 from sar.data.spec import load_spec
 from sar.data.synthetic import SyntheticConfig, ensure_synthetic
-from sar.data.synthetic_formats import CROWDPOSE_NAMES, crowd_index
+from sar.data.synthetic.config import image_rng
+from sar.data.synthetic.figure import EXTRA_FACE, figure_extras
+from sar.data.synthetic.formats import CROWDPOSE_NAMES, crowd_index
 from sar.evaluation.coco_ap import CrowdPoseEvaluator, WholeBodyEvaluator, build_evaluator
 from sar.evaluation.pck import SC_BIAS, pckh_from_mat
 
@@ -91,8 +93,8 @@ def _symmetric_extras(yaw: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     for k, (x, y) in half.items():
         kp[k], kp[k + 1] = (x, y), (-x, y)
     kp[0] = (0.0, -0.42)
-    ext, hidden = syn._figure_extras(kp, 1.0, np.array([0.0, -0.3]), np.array([0.0, -0.42]), np.eye(2),
-                                     0.058, 0.072, yaw, 0.045)
+    ext, hidden = figure_extras(kp, 1.0, np.array([0.0, -0.3]), np.array([0.0, -0.42]), np.eye(2),
+                                0.058, 0.072, yaw, 0.045)
     return np.concatenate([kp, ext[:116]]), hidden
 
 
@@ -111,13 +113,13 @@ def test_wholebody_points_follow_the_spec_order() -> None:
     np.testing.assert_allclose(pts[[91, 112]], pts[[9, 10]])
     # a face turned far to one side hides the jaw points of the other side (v=1), as the ears
     _, hidden = _symmetric_extras(yaw=math.radians(40))
-    assert hidden[syn.EXTRA_FACE][16 - 3:17].all() and not hidden[syn.EXTRA_FACE][:4].any()
+    assert hidden[EXTRA_FACE][16 - 3:17].all() and not hidden[EXTRA_FACE][:4].any()
 
 
 def test_extra_points_do_not_change_the_coco_output(tmp_path: Path) -> None:
     cfg = SyntheticConfig(seed=4, num_train=2, num_val=1)
-    img_a, anns_a = syn.render_image(cfg, syn._image_rng(4, 0, 1))
-    img_b, anns_b = syn.render_image(cfg, syn._image_rng(4, 0, 1), extra=True)
+    img_a, anns_a = syn.render_image(cfg, image_rng(4, 0, 1))
+    img_b, anns_b = syn.render_image(cfg, image_rng(4, 0, 1), extra=True)
     assert np.array_equal(img_a, img_b)
     assert [{k: v for k, v in a.items() if not k.startswith("_")} for a in anns_b] == anns_a
     assert all(a["_extra"].shape == (syn.NUM_EXTRA, 3) for a in anns_b)
