@@ -57,7 +57,7 @@ def synthetic_config(dataset_cfg: Mapping[str, Any]):
 
 def resolve_dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
     """The directory holding the dataset: ``dataset.root`` when set, else the synthetic version (written in the
-    format ``dataset.synthetic.format``, see :mod:`sar.data.synthetic_formats`), generated once into
+    format ``dataset.synthetic.format``, see :mod:`sar.data.synthetic.formats`), generated once into
     ``dataset.cache_dir`` when missing."""
     name = require(dataset_cfg, "name", "dataset")
     if require(dataset_cfg, "root", "dataset"):

@@ -63,7 +63,7 @@ __all__ = ["CROWDPOSE_NAMES", "MPII_FROM_FIGURE", "WRITERS", "crowd_index"]
 
 #: The ``info.contributor`` of these files: the writers' module when they were first written, kept so that the
 #: output stays byte-identical.
-_CONTRIBUTOR = "sar.data.synthetic_formats"
+_CONTRIBUTOR = "sar.data.synthetic_formats"  # written into the files: kept so that outputs stay byte-identical
 _TEST_ID_OFFSET = 10_000_000  # image ids of a second evaluation split (kept distinct from the first)
 
 _CROWDPOSE = load_spec("crowdpose")
