@@ -161,15 +161,16 @@ class BottomUpDataset(Dataset):
         visible = visible * inside
         scale2 = float(abs(np.linalg.det(matrix[:, :2])))  # area scale of the warp
         areas = np.asarray(record["areas"], dtype=np.float32) * scale2
-        # loss mask at the output resolution: the warp composed with input -> output scaling
-        to_out = np.array([[self.out_size[0] / self.size, 0, 0], [0, self.out_size[1] / self.size, 0]])
+        # loss mask at the output resolution: a cell is ignored when any input pixel of it is in an ignored region
         ignore = ignore_mask(record["ignore"], width, height)
+        mask = np.ones((self.out_size[1], self.out_size[0]), dtype=np.float32)
         if ignore.any():
-            out = cv2.warpAffine(ignore, T.compose_affine(to_out, matrix), self.out_size, flags=cv2.INTER_NEAREST,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            mask = (1.0 - out.astype(np.float32))
-        else:
-            mask = np.ones((self.out_size[1], self.out_size[0]), dtype=np.float32)
+            warped = cv2.warpAffine(ignore, matrix, (self.size, self.size), flags=cv2.INTER_NEAREST,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            ry, rx = self.size // self.out_size[1], self.size // self.out_size[0]
+            blocks = warped[: ry * self.out_size[1], : rx * self.out_size[0]].reshape(
+                self.out_size[1], ry, self.out_size[0], rx)
+            mask[blocks.max(axis=(1, 3)) > 0] = 0.0
         targets = self.codec.encode(points, visible, areas, mask)
         meta = {
             "index": int(index), "image_id": image_id, "num_people": len(areas),

@@ -33,7 +33,11 @@ def generate_format(cfg: SyntheticConfig | Mapping[str, Any], root: Path | str, 
     if fmt == "coco":
         return generate(cfg, root, num_workers=num_workers)
     _check_format(fmt)
-    return WRITERS[fmt](SyntheticConfig.from_any(cfg), Path(root), num_workers)
+    cfg = SyntheticConfig.from_any(cfg)
+    if cfg.crowd > 0:
+        raise ValueError(f"dataset.synthetic.crowd={cfg.crowd}: crowd regions are written by the COCO writer only "
+                         f"(format {fmt!r} has no such annotation); set it to 0")
+    return WRITERS[fmt](cfg, Path(root), num_workers)
 
 
 def ensure_synthetic(cfg: SyntheticConfig | Mapping[str, Any], cache_dir: Path | str,

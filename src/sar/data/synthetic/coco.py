@@ -89,6 +89,8 @@ def detections(cfg: SyntheticConfig, images: list[dict[str, Any]],
         rng = image_rng(cfg.seed, DET_STREAM, idx)
         w, h = im["width"], im["height"]
         for a in by_image.get(im["id"], []):
+            if a.get("iscrowd", 0):  # a crowd region is no person box (the detector stream is unchanged without crowds)
+                continue
             if rng.uniform() < cfg.det_miss:
                 continue
             x, y, bw, bh = a["bbox"]

@@ -52,6 +52,7 @@ class SyntheticConfig:
     clutter: float = 0.5  # background clutter density
     overlap: float = 0.5  # probability a person is placed overlapping an earlier one
     truncation: float = 0.15  # fraction of the person box allowed outside the image
+    crowd: float = 0.0  # probability an image gets one crowd region (small people, one `iscrowd` annotation)
     lr_cue: float = 0.0  # strength of the explicit left/right appearance cue (0 disables)
     noise: float = 1.0  # sensor noise / blur strength
     jpeg_quality: int = 95
@@ -98,7 +99,10 @@ class SyntheticConfig:
 def config_hash(cfg: SyntheticConfig, fmt: str = "coco") -> str:
     """Short stable hash of the config, the generator version and the output format (see ``FORMATS``)."""
     extra = {} if fmt == "coco" else {"format": fmt}  # COCO hashes predate the other formats
-    payload = json.dumps({"v": GENERATOR_VERSION, **cfg.to_dict(), **extra}, sort_keys=True)
+    fields_ = cfg.to_dict()
+    if not fields_["crowd"]:  # hashes predate the crowd knob: without crowds, the data are those of then
+        del fields_["crowd"]
+    payload = json.dumps({"v": GENERATOR_VERSION, **fields_, **extra}, sort_keys=True)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 

@@ -294,6 +294,9 @@ def render_image(cfg: SyntheticConfig, rng: np.random.Generator,
                rng.uniform(3, 15))
         layer += 1
         _composite(img, layers, layer, shape, tex, rng)
+    crowd = _crowd_region(img, layers, layer, rng, cfg) if cfg.crowd > 0 and rng.uniform() < cfg.crowd else None
+    if crowd is not None:
+        layer = crowd[1]
     # sensor: blur + noise (a random crop of a fixed noise bank)
     if cfg.noise > 0:
         if rng.uniform() < 0.4:
@@ -334,7 +337,41 @@ def render_image(cfg: SyntheticConfig, rng: np.random.Generator,
         if extra:
             anns[-1]["_extra"] = _label_points(person.extra, person.extra_hidden, layers, lay)
             anns[-1]["_head_box"] = [*person.head_poly.min(0).tolist(), *person.head_poly.max(0).tolist()]
+    if crowd is not None:
+        anns.append(_crowd_annotation(crowd[0]))
     return out, anns
+
+
+def _crowd_region(img: np.ndarray, layers: np.ndarray, layer: int, rng: np.random.Generator,
+                  cfg: SyntheticConfig) -> tuple[np.ndarray, int] | None:
+    """Draw a dense group of 5-9 small people (height 8-14 % of the image) in a random region on top of the scene;
+    return (their union mask over the image, the last layer used), None when nothing landed in the image. Like a
+    COCO crowd, the group is one ``iscrowd`` annotation without keypoints (:func:`_crowd_annotation`)."""
+    h, w = layers.shape
+    size = np.array([rng.uniform(0.25, 0.4) * w, rng.uniform(0.15, 0.25) * h])
+    origin = rng.uniform([0.0, 0.0], [w - size[0], h - size[1]])
+    union = np.zeros((h, w), dtype=bool)
+    for _ in range(int(rng.integers(5, 10))):
+        person = sample_person(rng, cfg, rng.uniform(0.08, 0.14) * h)
+        pts = np.concatenate(person.shape.polys)
+        person.shape.translate(origin + rng.uniform(0, 1, 2) * size - pts.min(0))
+        layer += 1
+        rend = _composite(img, layers, layer, person.shape, person.texture, rng)
+        if rend is not None:
+            mask, x0, y0 = rend
+            union[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] |= mask.astype(bool)
+    return (union, layer) if union.any() else None
+
+
+def _crowd_annotation(union: np.ndarray) -> dict[str, Any]:
+    """The ``iscrowd: 1`` annotation of a crowd region: its union mask as polygons, no keypoints."""
+    contours, _ = cv2.findContours(union.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    seg = [[float(v) for v in c.reshape(-1)] for c in (cv2.approxPolyDP(c, 1.0, True) for c in contours)
+           if len(c) >= 3]
+    ys, xs = np.nonzero(union)
+    return {"bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
+            "area": float(union.sum()), "segmentation": seg, "keypoints": [0] * (3 * NUM_KPTS), "num_keypoints": 0,
+            "iscrowd": 1, "category_id": 1}
 
 
 # ------------------------------------------------------------------------------------------ splits
