@@ -62,6 +62,11 @@ def test_predict_finds_every_person_and_feeds_a_top_down_checkpoint(tmp_path_fac
         per_image[r["image_id"]] = per_image.get(r["image_id"], 0) + 1
     assert summary["images"] == 4 and summary["instances"] == len(results) > 4 and max(per_image.values()) > 1
     assert set(per_image) <= {785, 40083, 196141, 197388}  # COCO ids from the file names
+    from sar.export import main as export_main
+
+    export_main([f"ckpt={bu_ckpt}", f"out={tmp / 'bu.onnx'}", "exporter=torchscript"])  # parity-checked
+    meta = json.loads((tmp / "bu.onnx.json").read_text())
+    assert (tmp / "bu.onnx").is_file() and meta["head"] == "sar_center" and "offsets" in meta["outputs"]
     with pytest.raises(ValueError, match="finds the people itself"):
         predict_main([f"ckpt={bu_ckpt}", f"input={photos}", f"det={photos / 'test_coco_det_AP_H_56.json'}"])
 
