@@ -334,11 +334,13 @@ def _system_cfg(head: str) -> dict:
 
     merged = OmegaConf.merge(OmegaConf.load(CONF / "head" / f"{head}.yaml"),
                              OmegaConf.load(CONF / "heads" / "topdown" / f"{head}.yaml"), {"deconv": {"channels": 16}})
-    head_cfg = OmegaConf.to_container(merged, resolve=True)
+    # the neck's interpolations read the head's deconv block
+    neck = OmegaConf.load(CONF / "neck" / "deconv.yaml")
+    parts = OmegaConf.to_container(OmegaConf.create({"head": merged, "neck": neck}), resolve=True)
     return {
         "input_size": [64, 96],
         "backbone": yaml.safe_load((CONF / "backbone" / "resnet18.yaml").read_text()),
-        "head": head_cfg,
+        **parts,
         "dataset": {"spec": "coco"},
         "task": {"flip_test": True},
         "optim": OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / "optim" / "adam.yaml"), {"lr": 1e-3}),
