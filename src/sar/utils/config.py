@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,14 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     path = Path(run_dir) / "config.yaml"
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
+
+
+def write_run_config(cfg: DictConfig | Mapping[str, Any], run_dir: Path) -> Path:
+    """Print the run config (:func:`print_config`) and save it resolved as ``<run_dir>/config.yaml``: the first
+    thing a train or evaluate run writes."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    print_config(cfg)
+    return save_config(cfg, run_dir)
 
 
 def compose_train_config(*overrides: str) -> DictConfig:
