@@ -43,12 +43,13 @@ def write_run_config(cfg: DictConfig | Mapping[str, Any], run_dir: Path) -> Path
     return save_config(cfg, run_dir)
 
 
-def compose_train_config(*overrides: str) -> DictConfig:
-    """The ``sar.train`` config composed with ``overrides`` (as on its command line), outside a Hydra app."""
+def compose_train_config(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
+    """The ``sar.train`` config composed with ``overrides`` (as on its command line), outside a Hydra app; with
+    ``return_hydra_config`` it includes the ``hydra`` node (launcher, run and sweep directories)."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="sar.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
