@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,22 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared test data not found at {root} (expected a sibling 'shared/data' folder)")
     return root
+
+
+@pytest.fixture(scope="session")
+def coco_file(shared_data: Path) -> Path:
+    """The real COCO keypoint sample ``shared/data/coco/test_coco.json`` (4 images, 14 persons, 12 with
+    keypoints); skip when absent."""
+    path = shared_data / "coco" / "test_coco.json"
+    if not path.is_file():
+        pytest.skip(f"shared COCO sample not found at {path}")
+    return path
+
+
+@pytest.fixture()
+def coco_gt(coco_file: Path) -> dict[str, Any]:
+    """A fresh copy of the COCO sample's content (a test may change it)."""
+    return json.loads(coco_file.read_text())
 
 
 @pytest.fixture(autouse=True)

@@ -12,25 +12,14 @@ import torch
 import yaml
 from sar.conf import CONF_DIR
 
+from keypoint_helpers import FLIP_INDICES, mirror, random_points
 from sar.codecs import HeatmapOffsetCodec, RegressionCodec, RLECodec, build_codec
 from sar.models.flow import RealNVP
 from sar.models.heads import HeatmapOffsetHead, NormLinear, RegressionHead, RLEHead, SARHead
 from sar.models.losses import HeatmapOffsetLoss, L1CoordLoss, RLELoss, SARLoss, build_loss, sar_nll
 from sar.systems.topdown import TopDownSystem
 
-FLIP_INDICES = [0, 2, 1, 4, 3, 5]  # 0 and 5 central, (1,2) and (3,4) left/right pairs
 CONF = CONF_DIR
-
-
-def _random_points(rng: np.random.Generator, n: int, size: tuple[int, int], margin: float = 0.0) -> np.ndarray:
-    w, h = size
-    return np.stack([rng.uniform(margin, w - 1 - margin, n), rng.uniform(margin, h - 1 - margin, n)], 1)
-
-
-def _mirror(keypoints: np.ndarray, width: int) -> np.ndarray:
-    mirrored = keypoints[FLIP_INDICES].copy()
-    mirrored[:, 0] = width - 1 - mirrored[:, 0]
-    return mirrored
 
 
 def _log_normal2(x: float, y: float) -> float:
@@ -194,7 +183,7 @@ def test_regression_codec_round_trip_and_weights() -> None:
     codec = build_codec({"type": "regression", "input_size": [192, 256], "heatmap_size": [6, 8]})
     assert isinstance(codec, RegressionCodec) and not codec.drop_outside
     rng = np.random.default_rng(0)
-    kp = _random_points(rng, 40, codec.input_size)
+    kp = random_points(rng, 40, codec.input_size)
     coords, scores = codec.decode(_regression_outputs(codec, kp))
     assert coords.shape == (1, 40, 2) and np.abs(coords[0].numpy() - kp).max() < 0.05
     assert torch.equal(scores, torch.ones(1, 40))
@@ -213,7 +202,7 @@ def test_rle_codec_frame_round_trip_and_weights() -> None:
     assert out["keypoints_rle"][1].tolist() == [-0.5, 0.5]
     assert out["keypoint_weights"].tolist() == [1.0, 1.0, 0.0, 0.0]  # outside the crop -> 0 (official)
     rng = np.random.default_rng(1)
-    kp = _random_points(rng, 40, codec.input_size)
+    kp = random_points(rng, 40, codec.input_size)
     coords, scores = codec.decode(_rle_outputs(codec, kp, sigma=0.2))
     assert np.abs(coords[0].numpy() - kp).max() < 0.05
     torch.testing.assert_close(scores, torch.full((1, 40), 0.8))
@@ -225,7 +214,7 @@ def test_heatmap_offset_codec_round_trip(heatmap_size: tuple[int, int]) -> None:
                          "sigma": 2.0})
     assert isinstance(codec, HeatmapOffsetCodec)
     rng = np.random.default_rng(2)
-    kp = _random_points(rng, 40, codec.input_size)
+    kp = random_points(rng, 40, codec.input_size)
     for noise in (0.0, 0.3):  # 0.3: offsets are garbage except at the heatmap peak -> the peak cell is read
         outputs = _heatmap_offset_outputs(codec, kp, noise)
         coords, scores = codec.decode(outputs)
@@ -239,8 +228,8 @@ def test_heatmap_offset_codec_round_trip(heatmap_size: tuple[int, int]) -> None:
 def test_flip_merge_of_mirrored_perfect_outputs(kind: str) -> None:
     codec = build_codec({"type": kind, "input_size": [192, 256], "heatmap_size": [48, 64]})
     rng = np.random.default_rng(3)
-    kp = _random_points(rng, 6, codec.input_size, margin=2.0)
-    mirrored = _mirror(kp, codec.input_size[0])
+    kp = random_points(rng, 6, codec.input_size, margin=2.0)
+    mirrored = mirror(kp, codec.input_size[0])
     if kind == "regression":
         outs, flipped = _regression_outputs(codec, kp), _regression_outputs(codec, mirrored)
         expected_scores = torch.ones(1, 6)
@@ -334,11 +323,13 @@ def _system_cfg(head: str) -> dict:
 
     merged = OmegaConf.merge(OmegaConf.load(CONF / "head" / f"{head}.yaml"),
                              OmegaConf.load(CONF / "heads" / "topdown" / f"{head}.yaml"), {"deconv": {"channels": 16}})
-    head_cfg = OmegaConf.to_container(merged, resolve=True)
+    # the neck's interpolations read the head's deconv block
+    neck = OmegaConf.load(CONF / "neck" / "deconv.yaml")
+    parts = OmegaConf.to_container(OmegaConf.create({"head": merged, "neck": neck}), resolve=True)
     return {
         "input_size": [64, 96],
         "backbone": yaml.safe_load((CONF / "backbone" / "resnet18.yaml").read_text()),
-        "head": head_cfg,
+        **parts,
         "dataset": {"spec": "coco"},
         "task": {"flip_test": True},
         "optim": OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / "optim" / "adam.yaml"), {"lr": 1e-3}),
@@ -350,7 +341,8 @@ def _fake_batch(system: TopDownSystem, batch: int = 2) -> dict:
     rng = np.random.default_rng(0)
     k = system.spec.num_keypoints
     targets = [
-        system.codec.encode(_random_points(rng, k, system.codec.input_size), (rng.random(k) > 0.2).astype(np.float32))
+        system.codec.encode(random_points(rng, k, system.codec.input_size),
+                            (rng.random(k) > 0.2).astype(np.float32))
         for _ in range(batch)
     ]
     stacked = {key: torch.from_numpy(np.stack([t[key] for t in targets])) for key in targets[0]}

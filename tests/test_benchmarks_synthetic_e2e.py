@@ -4,13 +4,15 @@ dataset pair runs end to end and writes its metrics; and the COCO test-dev resul
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from cli_runs import read_json
+from cli_runs import train as train_run
+from oracle import oracle_metrics
 from sar.data.synthetic import SyntheticConfig, ensure_synthetic
 from sar.evaluation.coco_ap import CocoEvaluator
 
@@ -23,11 +25,12 @@ TINY = [
 
 def train(tmp_path: Path, *overrides: str) -> tuple[Path, dict]:
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "sar.train", f"hydra.run.dir={run_dir}", f"dataset.cache_dir={tmp_path / 'data'}",
-           *TINY, *overrides]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+    return run_dir, train_run(run_dir, f"dataset.cache_dir={tmp_path / 'data'}", *TINY, *overrides)
+
+
+def oracle(run_dir: Path) -> dict[str, float]:
+    """The run's validation (its config, its data) with the ground truth as the predictions (tests/oracle.py)."""
+    return oracle_metrics(yaml.safe_load((run_dir / "config.yaml").read_text()))
 
 
 def test_wholebody_hrnet_w32_on_synthetic(tmp_path: Path) -> None:
@@ -35,12 +38,16 @@ def test_wholebody_hrnet_w32_on_synthetic(tmp_path: Path) -> None:
         tmp_path, "task=wholebody", "backbone=hrnet_w32", "dataset.synthetic.num_train=4",
         "dataset.synthetic.num_val=2", "dataset.synthetic.max_people=1", "trainer.check_val_every_n_epoch=5",
     )
-    for part in ("body", "foot", "face", "left_hand", "right_hand", "wholebody"):
-        assert isinstance(metrics[f"AP_{part}"], float) and -1.0 <= metrics[f"AP_{part}"] <= 1.0, part
-        assert isinstance(metrics[f"AR_{part}"], float), part
-    results = json.loads((run_dir / "results_keypoints.json").read_text())
+    parts = ("body", "foot", "face", "left_hand", "right_hand", "wholebody")
+    for part in parts:
+        assert isinstance(metrics[f"AP_{part}"], float) and isinstance(metrics[f"AR_{part}"], float), part
+    results = read_json(run_dir / "results_keypoints.json")
     assert results and len(results[0]["keypoints"]) == 133 * 3
     assert list((tmp_path / "data").glob("coco_wholebody_*/_COMPLETE"))  # the synthetic whole-body set was used
+    # the same validation with exact predictions: every part's AP is 1 (133 keypoints in the evaluator's order)
+    exact = oracle(run_dir)
+    assert {part: exact[f"AP_{part}"] for part in parts} == {part: 1.0 for part in parts}
+    assert exact["AP"] == 1.0 and exact["kpt_error_px"] < 1e-3
 
 
 def test_mpii_on_synthetic_reports_pckh(tmp_path: Path) -> None:
@@ -50,20 +57,27 @@ def test_mpii_on_synthetic_reports_pckh(tmp_path: Path) -> None:
     )
     for key in ("PCKh@0.5", "PCKh@0.1", "PCKh@0.5/Head", "PCKh@0.5/Ankle", "PCKh@0.1/left_wrist", "kpt_error_px"):
         assert isinstance(metrics[key], float), key
-    assert 0.0 <= metrics["PCKh@0.5"] <= 1.0 and metrics["PCKh@0.1"] <= metrics["PCKh@0.5"]
     assert "AP" not in metrics
     assert list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))  # monitored val/PCKh@0.5 was found
-    results = json.loads((run_dir / "results_keypoints.json").read_text())
+    results = read_json(run_dir / "results_keypoints.json")
     assert results and len(results[0]["keypoints"]) == 16 * 3
+    # exact predictions: PCKh 1 at both thresholds (official mat ground truth, 1-based frame), no error
+    exact = oracle(run_dir)
+    assert exact["PCKh@0.5"] == 1.0 and exact["PCKh@0.1"] == 1.0 and exact["PCK@0.05"] == 1.0
+    assert exact["kpt_error_px"] < 1e-3
 
 
 def test_crowdpose_on_synthetic_reports_crowd_ap(tmp_path: Path) -> None:
-    _, metrics = train(
+    run_dir, metrics = train(
         tmp_path, "dataset=crowdpose", "dataset.synthetic.num_train=4", "dataset.synthetic.num_val=3",
         "trainer.check_val_every_n_epoch=5",
     )
     for key in ("AP", "AP50", "AP75", "AR", "AP_easy", "AP_medium", "AP_hard", "kpt_error_px"):
         assert isinstance(metrics[key], float), key
+    # exact predictions: the crowd protocol's AP is 1 on every split that has images (-1 on an empty one)
+    exact = oracle(run_dir)
+    assert exact["AP"] == 1.0 and exact["AR"] == 1.0
+    assert {exact[k] for k in ("AP_easy", "AP_medium", "AP_hard")} <= {1.0, -1.0}
 
 
 # ------------------------------------------------------------------------------------- test-dev results-only
@@ -82,7 +96,7 @@ def test_coco_evaluator_results_only(tmp_path: Path) -> None:
     evaluator = CocoEvaluator(info, np.full(17, 0.05))
     assert evaluator.results_only
     assert evaluator.evaluate(preds, tmp_path / "out") == {}
-    written = json.loads((tmp_path / "out" / "results_keypoints.json").read_text())
+    written = read_json(tmp_path / "out" / "results_keypoints.json")
     assert len(written) == 1 and written[0]["image_id"] == 1 and written[0]["score"] == pytest.approx(0.45)
     # a file with annotations is scored as before; forcing results_only skips the metrics
     assert not CocoEvaluator(root / "annotations" / "person_keypoints_val.json", np.full(17, 0.05)).results_only
@@ -102,7 +116,7 @@ def test_coco_test_dev_results_only_run(tmp_path: Path) -> None:
     )
     assert not {"AP", "AR", "kpt_error_px", "PCK@0.05"} & set(metrics)
     assert metrics["checkpoint"] and metrics["global_step"] == 1
-    results = json.loads((run_dir / "results_keypoints.json").read_text())
-    dets = json.loads((root / "annotations" / "person_detection_results_val.json").read_text())
+    results = read_json(run_dir / "results_keypoints.json")
+    dets = read_json(root / "annotations" / "person_detection_results_val.json")
     assert results and len(results) <= len(dets) and len(results[0]["keypoints"]) == 17 * 3
     assert {r["image_id"] for r in results} <= {1, 2}

@@ -6,25 +6,20 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import sar  # noqa: F401  (registers the sar.uid resolver)
-
-
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+from cli_runs import run_module
+from sar.utils.config import compose_train_config
 
 
 def test_slurm_launcher_composes_from_trainer() -> None:
-    cfg = _compose("hydra/launcher=slurm", "trainer=multinode", "trainer.num_nodes=3", "trainer.devices=2",
-                   "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=600")
+    cfg = compose_train_config("hydra/launcher=slurm", "trainer=multinode", "trainer.num_nodes=3",
+                               "trainer.devices=2", "hydra.launcher.partition=gpu",
+                               "hydra.launcher.timeout_min=600", return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher["nodes"], launcher["gpus_per_node"], launcher["tasks_per_node"]) == (3, 2, 2)
@@ -32,7 +27,7 @@ def test_slurm_launcher_composes_from_trainer() -> None:
     assert launcher["max_num_timeout"] == 3 and launcher["additional_parameters"] == {"requeue": True}
     assert launcher["signal_delay_s"] == 120
     assert launcher["submitit_folder"].startswith(str(cfg.hydra.sweep.dir))
-    defaults = _compose("hydra/launcher=slurm", "trainer=multinode")
+    defaults = compose_train_config("hydra/launcher=slurm", "trainer=multinode", return_hydra_config=True)
     assert (defaults.hydra.launcher.nodes, defaults.hydra.launcher.tasks_per_node) == (2, 4)
 
 
@@ -49,11 +44,10 @@ def test_slurm_sweep_submits_the_expected_job_array(tmp_path: Path) -> None:
     _stand_in(bin_dir / "srun", "exit 0\n")
     _stand_in(bin_dir / "sbatch", f'cp "$1" {tmp_path}/submitted.sh\necho "sbatch: stand-in" >&2\nexit 1\n')
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "sar.train", "-m", "hydra/launcher=slurm", "trainer=multinode",
-           "trainer.num_nodes=2", "trainer.devices=4", "hydra.launcher.partition=gpu", "head=sar,heatmap",
-           "ckpt_path=last", f"hydra.sweep.dir={sweep}"]
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = run_module("sar.train", "-m", "hydra/launcher=slurm", "trainer=multinode", "trainer.num_nodes=2",
+                      "trainer.devices=4", "hydra.launcher.partition=gpu", "head=sar,heatmap", "ckpt_path=last",
+                      f"hydra.sweep.dir={sweep}", check=False, timeout=300, env=env, cwd=tmp_path)
     script = tmp_path / "submitted.sh"
     assert script.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     text = script.read_text()
@@ -77,7 +71,7 @@ def test_lightning_reads_slurm_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
            "SLURM_NODELIST": "node[01-02]"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    cfg = _compose("trainer=multinode", "trainer.accelerator=cpu", "trainer.precision=32")
+    cfg = compose_train_config("trainer=multinode", "trainer.accelerator=cpu", "trainer.precision=32")
     t = cfg.trainer
     trainer = pl.Trainer(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False)

@@ -19,6 +19,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from coco_reference import hand_results, pycocotools_stats
 from sar.evaluation import (
     METRIC_NAMES,
     CocoEvaluator,
@@ -35,24 +36,6 @@ COCO_SIGMAS = np.array(
     [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087,
      0.089, 0.089]
 )  # fmt: skip
-
-
-def _shared_data() -> Path:
-    """Location of the shared real-data samples (``<repo>/../shared/data``)."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def coco_file() -> Path:
-    path = _shared_data() / "coco" / "test_coco.json"
-    if not path.is_file():
-        pytest.skip(f"shared COCO sample not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def coco_gt(coco_file: Path) -> dict[str, Any]:
-    return json.loads(coco_file.read_text())
 
 
 def _gt_keypoints(ann: dict[str, Any]) -> np.ndarray:
@@ -96,26 +79,7 @@ def _perturbed_predictions(gt: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _direct_pycocotools(gt: dict[str, Any], preds: list[dict[str, Any]], sigmas: np.ndarray) -> list[float]:
     """Reference: results list written by hand (bbox_keypoint score), then pycocotools COCO.loadRes + COCOeval."""
-    results = []
-    for p in preds:
-        kpts = np.asarray(p["keypoints"], dtype=np.float64)
-        s = kpts[:, 2]
-        score = p["bbox_score"] * (s[s > 0.2].mean() if (s > 0.2).any() else 0.0)
-        results.append(
-            {"image_id": p["image_id"], "category_id": 1, "keypoints": kpts.reshape(-1).tolist(),
-             "score": float(score)}
-        )  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = copy.deepcopy(gt)
-        coco.createIndex()
-        dt = coco.loadRes(results)
-        ev = COCOeval(coco, dt, "keypoints")
-        ev.params.kpt_oks_sigmas = sigmas
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(v) for v in ev.stats]
+    return pycocotools_stats(gt, hand_results(preds), sigmas)
 
 
 def _subset_keypoints(gt: dict[str, Any], keep: list[int]) -> dict[str, Any]:

@@ -8,21 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from keypoint_helpers import FLIP_INDICES, mirror, random_points
 from sar.codecs import Codec, MSRAHeatmapCodec, SARCodec, build_codec
-
-FLIP_INDICES = [0, 2, 1, 4, 3, 5]  # keypoint 0 and 5 are central, (1,2) and (3,4) are left/right pairs
-
-
-def _random_points(rng: np.random.Generator, n: int, size: tuple[int, int], margin: float) -> np.ndarray:
-    w, h = size
-    return np.stack([rng.uniform(margin, w - 1 - margin, n), rng.uniform(margin, h - 1 - margin, n)], 1)
-
-
-def _mirror(keypoints: np.ndarray, width: int) -> np.ndarray:
-    """Keypoints of the horizontally mirrored image: keypoint k is the mirror of partner flip_indices[k]."""
-    mirrored = keypoints[FLIP_INDICES].copy()
-    mirrored[:, 0] = width - 1 - mirrored[:, 0]
-    return mirrored
 
 
 def _perfect_sar_outputs(codec: SARCodec, keypoints: np.ndarray) -> dict[str, torch.Tensor]:
@@ -52,7 +39,7 @@ def _heatmap_outputs(codec: MSRAHeatmapCodec, keypoints: np.ndarray) -> dict[str
 def test_sar_perfect_outputs_round_trip(heatmap_size: tuple[int, int]) -> None:
     codec = SARCodec((192, 256), heatmap_size, sigma=2.0)
     rng = np.random.default_rng(0)
-    kp = _random_points(rng, 40, codec.input_size, margin=0.0)
+    kp = random_points(rng, 40, codec.input_size, margin=0.0)
     coords, scores = codec.decode(_perfect_sar_outputs(codec, kp))
     assert coords.shape == (1, 40, 2) and scores.shape == (1, 40)
     assert np.abs(coords[0].numpy() - kp).max() < 0.05
@@ -91,8 +78,8 @@ def test_sar_heatmap_score_samples_the_aux_heatmap_at_the_keypoint() -> None:
 def test_sar_flip_test_is_exact(heatmap_size: tuple[int, int]) -> None:
     codec = SARCodec((192, 256), heatmap_size)
     rng = np.random.default_rng(1)
-    kp = _random_points(rng, len(FLIP_INDICES), codec.input_size, margin=0.0)
-    mirrored = _mirror(kp, codec.input_size[0])
+    kp = random_points(rng, len(FLIP_INDICES), codec.input_size, margin=0.0)
+    mirrored = mirror(kp, codec.input_size[0])
     coords, scores = codec.decode_flip(
         _perfect_sar_outputs(codec, kp), _perfect_sar_outputs(codec, mirrored), FLIP_INDICES
     )
@@ -130,7 +117,7 @@ def test_heatmap_dark_round_trip() -> None:
     codec = MSRAHeatmapCodec((192, 256), (48, 64), sigma=2.0, unbiased=True)
     assert codec.blur_kernel == 11
     rng = np.random.default_rng(2)
-    kp = _random_points(rng, 60, codec.input_size, margin=6 * 4)
+    kp = random_points(rng, 60, codec.input_size, margin=6 * 4)
     coords, scores = codec.decode(_heatmap_outputs(codec, kp))
     assert np.abs(coords[0].numpy() - kp).max() < 0.3
     assert scores.max() <= 1.0 and scores.min() > 0.9  # unbiased peak close to 1
@@ -139,7 +126,7 @@ def test_heatmap_dark_round_trip() -> None:
 def test_heatmap_classic_decode_and_encoding() -> None:
     codec = MSRAHeatmapCodec((192, 256), (48, 64), sigma=2.0, unbiased=False)
     rng = np.random.default_rng(3)
-    kp = _random_points(rng, 60, codec.input_size, margin=8)
+    kp = random_points(rng, 60, codec.input_size, margin=8)
     t = codec.encode(kp, np.ones(60))
     # exact MSRA values inside the window (brute force), zero outside
     mu = np.trunc(kp / 4 + 0.5)
@@ -161,8 +148,8 @@ def test_heatmap_flip_test_is_exact(input_size: tuple[int, int], heatmap_size: t
     stride = codec.stride[0]
     rng = np.random.default_rng(4)
     for _ in range(5):
-        kp = _random_points(rng, len(FLIP_INDICES), input_size, margin=8 * stride)
-        mirrored = _mirror(kp, input_size[0])
+        kp = random_points(rng, len(FLIP_INDICES), input_size, margin=8 * stride)
+        mirrored = mirror(kp, input_size[0])
         coords, _ = codec.decode_flip(
             _heatmap_outputs(codec, kp), _heatmap_outputs(codec, mirrored), FLIP_INDICES
         )
@@ -182,7 +169,7 @@ def test_decode_is_batched_and_device_agnostic() -> None:
     codec = MSRAHeatmapCodec((192, 256), (48, 64), sigma=2.0)
     rng = np.random.default_rng(5)
     maps = torch.stack(
-        [_heatmap_outputs(codec, _random_points(rng, 3, (192, 256), 30))["heatmap"][0] for _ in range(4)]
+        [_heatmap_outputs(codec, random_points(rng, 3, (192, 256), 30))["heatmap"][0] for _ in range(4)]
     )
     coords, scores = codec.decode({"heatmap": maps})
     assert coords.shape == (4, 3, 2) and scores.shape == (4, 3)

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from faster_coco_eval import COCO as FastCOCO
 from faster_coco_eval import COCOeval_faster
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
+from coco_reference import hand_results, pycocotools_stats
 from sar.data.spec import load_spec
 from sar.evaluation.coco_ap import (
     CROWD_METRIC_NAMES,
@@ -30,11 +29,6 @@ def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         pytest.skip(f"{path} not found")
     return json.loads(path.read_text())
-
-
-def _score(kpts: np.ndarray, bbox_score: float) -> float:
-    s = kpts[:, 2]
-    return bbox_score * (float(s[s > 0.2].mean()) if (s > 0.2).any() else 0.0)
 
 
 def _predictions(anns: list[dict[str, Any]], kpts_of: Any, perturb: bool) -> list[dict[str, Any]]:
@@ -93,11 +87,7 @@ def test_crowdpose_perturbed_matches_direct_faster_coco_eval(crowd_file: Path) -
     spec = load_spec("crowdpose")
     preds = _predictions(gt["annotations"], _crowd_kpts, perturb=True)
     metrics = CrowdPoseEvaluator(crowd_file, spec, use_nms=False).evaluate(preds)
-    results = [
-        {"image_id": p["image_id"], "category_id": 1, "keypoints": p["keypoints"].reshape(-1).tolist(),
-         "score": _score(p["keypoints"], p["bbox_score"])}
-        for p in preds
-    ]  # fmt: skip
+    results = hand_results(preds)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = FastCOCO(str(crowd_file))
         ref = COCOeval_faster(
@@ -145,21 +135,7 @@ def _direct_part(
     for cat in part_gt["categories"]:
         cat["keypoints"] = [str(i) for i in ids]
         cat["skeleton"] = []
-    results = [
-        {"image_id": p["image_id"], "category_id": 1, "keypoints": p["keypoints"][ids].reshape(-1).tolist(),
-         "score": _score(p["keypoints"], p["bbox_score"])}
-        for p in preds
-    ]  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = part_gt
-        coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(results), "keypoints")
-        ev.params.kpt_oks_sigmas = sigmas[ids]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return [float(v) for v in ev.stats]
+    return pycocotools_stats(part_gt, hand_results(preds, ids), sigmas[ids])
 
 
 def test_wholebody_perfect(wb_file: Path) -> None:

@@ -18,7 +18,6 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
 
 import sar  # noqa: F401  (registers the sar.uid resolver)
 from sar.data import image_check
@@ -27,6 +26,7 @@ from sar.data.image_check import ImageCheckError, check_image, check_record_imag
 from sar.data.spec import load_spec
 from sar.data.synthetic import SyntheticConfig, generate
 from sar.data.topdown import TopDownDataset, read_image
+from sar.utils.config import compose_train_config
 from sar.utils.scale import prepare_run_config
 
 TRAIN_ANN = "annotations/person_keypoints_train.json"
@@ -275,27 +275,22 @@ def test_results_only_val_cannot_be_monitored(root: Path) -> None:
 
 
 # -- the trainer's integer keys --------------------------------------------------------------------------------
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
 @pytest.mark.parametrize("key", ["max_epochs", "max_steps", "check_val_every_n_epoch", "log_every_n_steps",
                                  "accumulate_grad_batches", "num_sanity_val_steps", "checkpoint_every_n_steps",
                                  "num_nodes"])
 def test_trainer_integer_keys_are_validated(key: str) -> None:
     with pytest.raises(ValueError, match=rf"trainer\.{key} must be an integer, got 'abc'"):
-        prepare_run_config(_compose(f"++trainer.{key}=abc"))
+        prepare_run_config(compose_train_config(f"++trainer.{key}=abc"))
     with pytest.raises(ValueError, match=rf"trainer\.{key} must be an integer, got 1\.5"):
-        prepare_run_config(_compose(f"++trainer.{key}=1.5"))
+        prepare_run_config(compose_train_config(f"++trainer.{key}=1.5"))
 
 
 def test_trainer_integer_keys_accept_integers() -> None:
-    cfg = _compose("trainer.max_epochs=3", "+trainer.max_steps=-1", "trainer.checkpoint_every_n_steps=null",
-                   "trainer.devices=2")
+    cfg = compose_train_config("trainer.max_epochs=3", "+trainer.max_steps=-1",
+                               "trainer.checkpoint_every_n_steps=null", "trainer.devices=2")
     prepare_run_config(cfg)
     assert cfg.trainer.check_val_every_n_epoch == 3
     with pytest.raises(ValueError, match=r"trainer\.devices must be an integer, got 1\.5"):
-        prepare_run_config(_compose("trainer.devices=1.5"))
+        prepare_run_config(compose_train_config("trainer.devices=1.5"))
     with pytest.raises(ValueError, match=r"trainer\.max_epochs must be an integer, got True"):
-        prepare_run_config(_compose("trainer.max_epochs=true"))
+        prepare_run_config(compose_train_config("trainer.max_epochs=true"))

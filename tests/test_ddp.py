@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli_runs import run_module
 from conftest import local_ddp_env
 
 pytestmark = pytest.mark.slow
@@ -29,16 +30,14 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     checkpoint of the evaluation tests)."""
     tmp = tmp_path_factory.mktemp("ddp")
     run_dir = tmp / "run"
-    cmd = [
-        sys.executable, "-m", "sar.train", f"hydra.run.dir={run_dir}", f"dataset.cache_dir={tmp / 'data'}",
+    run_module(
+        "sar.train", f"hydra.run.dir={run_dir}", f"dataset.cache_dir={tmp / 'data'}",
         "dataset.synthetic.num_train=32", "dataset.synthetic.num_val=4", "dataset.num_workers=0",
         "dataset.batch_size=4", "dataset.val_batch_size=4", "input_size=[64,64]", "head.deconv.channels=32",
         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32",
         "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.limit_train_batches=2",
-        "optim.warmup_iters=2", "optim.base_batch_size=4",
-    ]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=420, env=local_ddp_env())
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        "optim.warmup_iters=2", "optim.base_batch_size=4", timeout=420, env=local_ddp_env(),
+    )
     return run_dir
 
 
@@ -96,16 +95,13 @@ def test_ddp_validation_equals_one_process(ddp_run: Path, tmp_path: Path, mode: 
 def test_ddp_inside_a_local_sweep(tmp_path: Path) -> None:
     """`-m` with 2 jobs x 2 DDP processes (default sweep dir): each job's rank 1 runs that job only, in that
     job's directory (sar.utils.hydra_ddp), and the next job starts its own ranks."""
-    cmd = [
-        sys.executable, "-m", "sar.train", "-m", "head=sar,heatmap", f"dataset.cache_dir={tmp_path / 'data'}",
+    run_module(
+        "sar.train", "-m", "head=sar,heatmap", f"dataset.cache_dir={tmp_path / 'data'}",
         "dataset.synthetic.num_train=16", "dataset.synthetic.num_val=2", "dataset.num_workers=0",
         "dataset.batch_size=4", "dataset.val_batch_size=4", "input_size=[64,64]", "head.deconv.channels=32",
         "trainer.devices=2", "trainer.strategy=ddp", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
-        "trainer.limit_train_batches=1", "optim.warmup_iters=1",
-    ]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=420, cwd=tmp_path,
-                          env=local_ddp_env())
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        "trainer.limit_train_batches=1", "optim.warmup_iters=1", timeout=420, cwd=tmp_path, env=local_ddp_env(),
+    )
     sweeps = list((tmp_path / "multirun").iterdir())
     assert len(sweeps) == 1 and not (tmp_path / "outputs").exists()  # no rank ran elsewhere
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())

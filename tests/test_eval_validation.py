@@ -53,16 +53,6 @@ def _write(tmp_path: Path, data: Any, name: str = "gt.json") -> Path:
 
 
 @pytest.fixture(scope="module")
-def coco_file(shared_data: Path) -> Path:
-    return shared_data / "coco" / "test_coco.json"
-
-
-@pytest.fixture()
-def coco_gt(coco_file: Path) -> dict[str, Any]:
-    return json.loads(coco_file.read_text())
-
-
-@pytest.fixture(scope="module")
 def coco_spec() -> Any:
     return load_spec("coco")
 

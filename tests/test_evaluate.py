@@ -9,23 +9,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cli_runs import read_json, run_module
 from sar.data.spec import load_spec
 from sar.evaluate import build_run_config, rewrite_dataset_overrides
 from sar.evaluation.coco_ap import METRIC_NAMES, CocoEvaluator
-
-
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", module, *args], check=False, capture_output=True, text=True,
-                          timeout=600)
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +25,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny training run (synthetic data, detector boxes for AP, GT boxes for the keypoint error)."""
     tmp = tmp_path_factory.mktemp("train")
     run_dir = tmp / "run"
-    proc = run_module(
+    run_module(
         "sar.train", f"hydra.run.dir={run_dir}", f"dataset.cache_dir={tmp / 'data'}",
         "dataset.synthetic.num_train=32", "dataset.synthetic.num_val=8", "dataset.num_workers=0",
         "dataset.batch_size=8", "dataset.val_batch_size=16", "backbone=resnet18", "input_size=[64,64]",
         "head.deconv.channels=16", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
         "trainer.limit_train_batches=2", "optim.warmup_iters=1",
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return run_dir
 
 
 @pytest.mark.slow
 def test_evaluate_reproduces_training_final_evaluation(tmp_path: Path, trained: Path) -> None:
-    train_metrics = json.loads((trained / "metrics.json").read_text())
+    train_metrics = read_json(trained / "metrics.json")
     out = tmp_path / "eval"
-    proc = run_module("sar.evaluate", f"ckpt={train_metrics['checkpoint']}", f"hydra.run.dir={out}")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    run_module("sar.evaluate", f"ckpt={train_metrics['checkpoint']}", f"hydra.run.dir={out}")
+    metrics = read_json(out / "metrics.json")
     names = [*METRIC_NAMES, "kpt_error_px", "PCK@0.05"]
     for name in names:
         assert abs(metrics[name] - train_metrics[name]) <= 1e-9, name
@@ -63,29 +53,26 @@ def test_evaluate_reproduces_training_final_evaluation(tmp_path: Path, trained: 
 
     # An evaluation knob changes the predictions: flip test off gives other keypoints.
     out2 = tmp_path / "noflip"
-    proc = run_module("sar.evaluate", f"ckpt={train_metrics['checkpoint']}", f"hydra.run.dir={out2}",
-                      "flip_test=false", "batch_size=4", "dataset.val_bbox_file=null")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_module("sar.evaluate", f"ckpt={train_metrics['checkpoint']}", f"hydra.run.dir={out2}",
+               "flip_test=false", "batch_size=4", "dataset.val_bbox_file=null")
     config = yaml.safe_load((out2 / "config.yaml").read_text())
     assert config["task"]["flip_test"] is False and config["dataset"]["val_batch_size"] == 4
     assert config["dataset"]["val_bbox_file"] is None and config["dataset"]["name"] == "synthetic"
-    metrics2 = json.loads((out2 / "metrics.json").read_text())
+    metrics2 = read_json(out2 / "metrics.json")
     assert metrics2["kpt_error_px"] != metrics["kpt_error_px"]
 
 
 @pytest.mark.slow
 def test_evaluate_on_another_dataset_uses_its_evaluator(tmp_path: Path, trained: Path, shared_data: Path) -> None:
-    ckpt = json.loads((trained / "metrics.json").read_text())["checkpoint"]
+    ckpt = read_json(trained / "metrics.json")["checkpoint"]
     root = shared_data / "ochuman"
     out = tmp_path / "eval"
-    proc = run_module("sar.evaluate", f"ckpt={ckpt}", f"hydra.run.dir={out}", "dataset=ochuman",
-                      f"dataset.root={root}", "dataset.val_ann=test_ochuman.json", "dataset.val_images=.",
-                      "dataset.num_workers=0")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    run_module("sar.evaluate", f"ckpt={ckpt}", f"hydra.run.dir={out}", "dataset=ochuman", f"dataset.root={root}",
+               "dataset.val_ann=test_ochuman.json", "dataset.val_images=.", "dataset.num_workers=0")
+    metrics = read_json(out / "metrics.json")
     assert metrics["dataset"] == "ochuman" and metrics["evaluator"] == "coco"
-    results = json.loads((out / "results_keypoints.json").read_text())
-    gt = json.loads((root / "test_ochuman.json").read_text())
+    results = read_json(out / "results_keypoints.json")
+    gt = read_json(root / "test_ochuman.json")
     assert {r["image_id"] for r in results} <= {img["id"] for img in gt["images"]}
     assert 0 < len(results) <= sum(1 for a in gt["annotations"] if not a.get("iscrowd") and a["num_keypoints"] > 0)
     # The metrics are the OCHuman ground truth's COCO AP of those results (OCHuman spec sigmas).

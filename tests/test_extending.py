@@ -6,21 +6,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from cli_runs import run_module
 
 HERE = Path(__file__).resolve().parent / "extending"
 
 
 def sar_train(tmp_path: Path, name: str, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "sar.train", f"hydra.searchpath=[file://{HERE / 'conf'}]",
-           f"hydra.run.dir={tmp_path / name}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-           "logger=csv", *overrides]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    return run_module("sar.train", f"hydra.searchpath=[file://{HERE / 'conf'}]",
+                      f"hydra.run.dir={tmp_path / name}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                      "logger=csv", *overrides, check=False, env=env, cwd=tmp_path)
 
 
 @pytest.mark.slow

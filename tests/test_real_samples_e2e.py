@@ -1,50 +1,49 @@
 """`python -m sar.train` on the real CrowdPose and COCO-WholeBody samples in ../shared/data (tiny budget):
-the real readers, the dataset's evaluator and its metrics end to end."""
+the real readers, the dataset's evaluator and its metrics end to end; then the same validation with the ground
+truth as the predictions (tests/oracle.py), which must score as exact."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+import yaml
 
-def run(tmp_path: Path, *overrides: str) -> dict:
+from cli_runs import read_json, train
+from oracle import oracle_metrics
+
+TINY = (
+    "backbone=resnet18", "head.deconv.channels=16", "input_size=[64,64]", "dataset.num_workers=0",
+    "dataset.batch_size=4", "dataset.val_batch_size=8", "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",
+)
+
+
+def run_sample(tmp_path: Path, dataset: str, root: Path, ann: str, bbox_file: str) -> tuple[dict, dict]:
+    """Train and validate on the sample ``root/ann`` (both splits, detector boxes ``bbox_file`` for AP); the run's
+    metrics and the oracle's (the run's config, GT boxes, exact predictions)."""
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "sar.train", f"hydra.run.dir={run_dir}",
-        "backbone=resnet18", "head.deconv.channels=16", "input_size=[64,64]",
-        "dataset.num_workers=0", "dataset.batch_size=4", "dataset.val_batch_size=8",
-        "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", *overrides,
-    ]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return json.loads((run_dir / "metrics.json").read_text())
+    metrics = train(run_dir, *TINY, f"dataset={dataset}", f"dataset.root={root}", f"dataset.train_ann={ann}",
+                    f"dataset.val_ann={ann}", "dataset.train_images=.", "dataset.val_images=.",
+                    f"dataset.val_bbox_file={bbox_file}")
+    return metrics, oracle_metrics(yaml.safe_load((run_dir / "config.yaml").read_text()))
 
 
 def test_crowdpose_sample_reports_crowd_ap(tmp_path: Path, shared_data: Path) -> None:
-    root = shared_data / "crowdpose"
-    metrics = run(
-        tmp_path, "dataset=crowdpose", f"dataset.root={root}", "dataset.train_ann=test_crowdpose.json",
-        "dataset.val_ann=test_crowdpose.json", "dataset.train_images=.", "dataset.val_images=.",
-        "dataset.val_bbox_file=test_crowdpose_det_AP_40.json",
-    )
+    metrics, exact = run_sample(tmp_path, "crowdpose", shared_data / "crowdpose", "test_crowdpose.json",
+                                "test_crowdpose_det_AP_40.json")
     for key in ("AP", "AP50", "AP75", "AR", "AP_easy", "AP_medium", "AP_hard", "kpt_error_px", "PCK@0.05"):
         assert isinstance(metrics[key], float), key
     assert metrics["AP_easy"] == -1.0 and metrics["AP_hard"] == -1.0  # both sample images are "medium"
-    assert metrics["kpt_error_px"] > 0
+    assert exact["AP"] == 1.0 and exact["AP_medium"] == 1.0 and exact["AP_easy"] == exact["AP_hard"] == -1.0
+    assert exact["kpt_error_px"] < 1e-3 and exact["PCK@0.05"] == 1.0
 
 
 def test_wholebody_sample_reports_part_aps(tmp_path: Path, shared_data: Path) -> None:
-    root = shared_data / "coco"
-    metrics = run(
-        tmp_path, "dataset=coco_wholebody", f"dataset.root={root}", "dataset.train_ann=test_coco_wholebody.json",
-        "dataset.val_ann=test_coco_wholebody.json", "dataset.train_images=.", "dataset.val_images=.",
-        "dataset.val_bbox_file=test_coco_det_AP_H_56.json",
-    )
-    for part in ("body", "foot", "face", "left_hand", "right_hand", "wholebody"):
-        assert isinstance(metrics[f"AP_{part}"], float)
-        assert isinstance(metrics[f"AR_{part}"], float)
-    assert metrics["kpt_error_px"] > 0
-    results = json.loads((tmp_path / "run" / "results_keypoints.json").read_text())
+    metrics, exact = run_sample(tmp_path, "coco_wholebody", shared_data / "coco", "test_coco_wholebody.json",
+                                "test_coco_det_AP_H_56.json")
+    parts = ("body", "foot", "face", "left_hand", "right_hand", "wholebody")
+    for part in parts:
+        assert isinstance(metrics[f"AP_{part}"], float) and isinstance(metrics[f"AR_{part}"], float), part
+    results = read_json(tmp_path / "run" / "results_keypoints.json")
     assert len(results[0]["keypoints"]) == 133 * 3
+    assert {part: exact[f"AP_{part}"] for part in parts} == {part: 1.0 for part in parts}

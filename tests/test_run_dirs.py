@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import yaml
-from hydra import compose, initialize_config_module
 
 import sar  # noqa: F401  (registers the sar.uid resolver)
+from cli_runs import run_module
+from sar.utils.config import compose_train_config
 from sar.utils.sweep_summary import write_summary
 
 STAMP = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{8}"
@@ -23,13 +24,8 @@ TINY = [
 ]
 
 
-def _compose():
-    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
-        return compose(config_name="train", return_hydra_config=True)
-
-
 def test_dir_patterns_are_unique_per_launch_and_stable_within_one() -> None:
-    a, b = _compose(), _compose()  # two launches in the same second
+    a, b = (compose_train_config(return_hydra_config=True) for _ in range(2))  # two launches in the same second
     assert re.fullmatch(rf"outputs/topdown-synthetic-mobilenetv3-sar/{STAMP}", a.hydra.run.dir)
     assert re.fullmatch(rf"multirun/{STAMP}", a.hydra.sweep.dir)
     assert a.hydra.run.dir != b.hydra.run.dir and a.hydra.sweep.dir != b.hydra.sweep.dir
@@ -59,10 +55,8 @@ def test_two_jobs_started_together_write_to_different_directories(tmp_path: Path
 
 def test_sweep_ends_with_a_summary_table(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "sar.train", "-m", "head=sar,heatmap", f"hydra.sweep.dir={sweep}",
-           f"dataset.cache_dir={tmp_path / 'data'}", *TINY]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    proc = run_module("sar.train", "-m", "head=sar,heatmap", f"hydra.sweep.dir={sweep}",
+                      f"dataset.cache_dir={tmp_path / 'data'}", *TINY, timeout=900, cwd=tmp_path)
     md = (sweep / "summary.md").read_text()
     assert "2 of 2 jobs finished" in md
     assert "| head=sar |" in md and "| head=heatmap |" in md

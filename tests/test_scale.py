@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import sar  # noqa: F401  (registers the sar.uid resolver)
+from sar.utils.config import compose_train_config
 from sar.utils.scale import (
     compute_scaling,
     describe_scaling,
@@ -70,14 +70,10 @@ def test_num_devices() -> None:
         num_devices({"accelerator": "cpu", "devices": 0})
 
 
-def _compose(*overrides: str):
-    with initialize_config_module(config_module="sar.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
 def test_prepare_run_config_writes_scaled_into_config() -> None:
-    cfg = _compose("trainer=multinode", "trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2",
-                   "dataset.batch_size=32", "optim.lr=1e-3", "optim.base_batch_size=256")
+    cfg = compose_train_config("trainer=multinode", "trainer.precision=bf16-mixed",
+                               "trainer.accumulate_grad_batches=2", "dataset.batch_size=32", "optim.lr=1e-3",
+                               "optim.base_batch_size=256")
     scaled = prepare_run_config(cfg)
     assert cfg.optim.scaled.global_batch_size == 32 * 4 * 2 * 2 == scaled["global_batch_size"]
     assert cfg.optim.scaled.lr == pytest.approx(2e-3)
@@ -85,20 +81,20 @@ def test_prepare_run_config_writes_scaled_into_config() -> None:
     saved = OmegaConf.to_yaml(cfg, resolve=True)  # what save_config writes to the run dir
     assert "scaled:" in saved and "global_batch_size: 512" in saved
 
-    default = _compose()
+    default = compose_train_config()
     prepare_run_config(default)
     assert default.trainer.precision == 32
     assert default.optim.scaled.global_batch_size == default.dataset.batch_size
     assert default.optim.scaled.lr == default.optim.lr
 
     with pytest.raises(ValueError, match="trainer.precision"):
-        prepare_run_config(_compose("trainer.precision=16"))
+        prepare_run_config(compose_train_config("trainer.precision=16"))
 
 
 def test_trainer_group() -> None:
-    ddp = _compose("trainer=ddp").trainer
+    ddp = compose_train_config("trainer=ddp").trainer
     assert (ddp.accelerator, ddp.devices, ddp.strategy, ddp.sync_batchnorm) == ("gpu", -1, "ddp", False)
-    multi = _compose("trainer=multinode").trainer
+    multi = compose_train_config("trainer=multinode").trainer
     assert (multi.num_nodes, multi.devices, multi.strategy) == (2, 4, "ddp")
-    assert _compose("trainer=gpu").trainer.devices == 1
-    assert _compose().trainer.accelerator == "cpu"
+    assert compose_train_config("trainer=gpu").trainer.devices == 1
+    assert compose_train_config().trainer.accelerator == "cpu"

@@ -8,25 +8,28 @@ import pytest
 import torch
 
 from sar.evaluation.coco_ap import evaluator_name
+from sar.stored_config import upgrade_config
 from sar.systems.topdown import TopDownSystem, apply_affine, lr_factor
 from sar.utils.config import default_augmentation
 
 
 def tiny_cfg(head: str) -> dict:
+    """A config of the old layout (named codec / loss types, backbone without _target_), upgraded as sar.build
+    does."""
     head_cfg = {
         "sar": {"name": "sar", "with_heatmap": True, "deconv": {"num_layers": 3, "channels": 16},
                 "codec": {"type": "sar", "sigma": 2.0}, "loss": {"type": "sar"}},
         "heatmap": {"name": "heatmap", "deconv": {"num_layers": 3, "channels": 16},
                     "codec": {"type": "msra_heatmap", "sigma": 2.0, "unbiased": True}, "loss": {"type": "mse"}},
     }[head]
-    return {
+    return upgrade_config({
         "input_size": [64, 96],
         "backbone": {"name": "resnet18", "timm_name": "resnet18", "pretrained": False},
         "head": head_cfg,
         "dataset": {"spec": "coco"},
         "task": {"flip_test": True, "augmentation": default_augmentation()},
         "optim": {"name": "adam", "lr": 1e-3},
-    }
+    })
 
 
 def test_flip_test_on_mirrored_input_gives_mirrored_keypoints() -> None:

@@ -36,11 +36,10 @@ from omegaconf import DictConfig, OmegaConf
 from sar.build import build_task
 from sar.data.spec import load_spec
 from sar.evaluation.coco_ap import evaluator_name
-from sar.evaluation.results import report_metrics
+from sar.run_steps import build_lightning_trainer, finish_run, validate_checkpoint
 from sar.utils.checkpoint import checkpoint_config, inference_config
-from sar.utils.config import CONF_DIR, print_config, save_config
+from sar.utils.config import CONF_DIR, write_run_config
 from sar.utils.config_keys import require
-from sar.utils.instantiate import build
 
 log = logging.getLogger("sar.evaluate")
 
@@ -142,22 +141,18 @@ def run(cfg: DictConfig, run_dir: Path, dataset_choice: str | None) -> dict[str,
     ckpt = str(Path(str(cfg.ckpt)).expanduser().resolve())
     eval_cfg = OmegaConf.to_container(cfg, resolve=True)
     config = build_run_config(eval_cfg, checkpoint_config(ckpt), dataset_choice, ckpt)
-    print_config(OmegaConf.create(config))
-    save_config(OmegaConf.create(config), run_dir)
+    write_run_config(config, run_dir)
 
     system, datamodule = build_task(config)
-    trainer = build(config["evaluate"]["trainer"], "trainer", default_root_dir=str(run_dir))
-    system.results_dir = run_dir
+    trainer = build_lightning_trainer(config["evaluate"]["trainer"], run_dir)
     start = time.time()
-    trainer.validate(system, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    metrics = validate_checkpoint(trainer, system, datamodule, ckpt, run_dir)
     result: dict[str, Any] = {
         "run_dir": str(run_dir), "checkpoint": ckpt, "dataset": config["dataset"]["name"],
         "evaluator": evaluator_name(config["dataset"]["evaluator"]), "eval_seconds": round(time.time() - start, 1),
     }
-    result.update(system.last_metrics)
-    if trainer.is_global_zero:
-        report_metrics(result, run_dir, log)
-    return result
+    result.update(metrics)
+    return finish_run(trainer, result, run_dir, log)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sar.conf", config_name="evaluate")

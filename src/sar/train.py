@@ -23,14 +23,15 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sar.build import build_task
 from sar.callbacks import LastCheckpoint
-from sar.evaluation.results import METRICS_FILENAME, report_metrics
+from sar.evaluation.results import METRICS_FILENAME
+from sar.run_steps import build_lightning_trainer, finish_run, validate_checkpoint
 from sar.stored_config import upgrade_config
 from sar.utils.checkpoint_io import (
     is_readable_checkpoint,
     newest_readable_checkpoint,
     remove_stale_temp_files,
 )
-from sar.utils.config import print_config, save_config, to_container
+from sar.utils.config import to_container, write_run_config
 from sar.utils.config_keys import require
 from sar.utils.errors import one_line_errors
 from sar.utils.hydra_ddp import sweep_job
@@ -151,20 +152,15 @@ def run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | Non
         return _run(cfg, run_dir, extra_callbacks)
 
 
-#: Keys of the `trainer` config that are sar's, not pytorch_lightning.Trainer arguments.
-SAR_TRAINER_KEYS = ("checkpoint_every_n_steps",)
-
-
 def build_callbacks(config: dict[str, Any]) -> list[pl.Callback]:
     """The run's callbacks, in the order of the `callbacks` config (entries set to null are dropped)."""
     return [build(cb, f"callbacks.{name}") for name, cb in (require(config, "callbacks") or {}).items() if cb]
 
 
 def build_trainer(config: dict[str, Any], run_dir: Path, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
-    """The Lightning Trainer of the `trainer` config (``_target_``): every key is passed on (null: Lightning's
-    default) except sar's own (:data:`SAR_TRAINER_KEYS`)."""
-    kwargs = {k: v for k, v in config["trainer"].items() if k not in SAR_TRAINER_KEYS and v is not None}
-    return build(kwargs, "trainer", default_root_dir=str(run_dir), logger=logger, callbacks=callbacks)
+    """The Lightning Trainer of the run config's `trainer` block (:func:`sar.run_steps.build_lightning_trainer`)
+    with the run's callbacks and logger."""
+    return build_lightning_trainer(config["trainer"], run_dir, logger=logger, callbacks=callbacks)
 
 
 def best_checkpoint_path(trainer: pl.Trainer) -> str | None:
@@ -189,8 +185,7 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
                      "trainer.max_epochs to continue it, or start a new run directory.", run_dir,
                      config["trainer"]["max_epochs"], run_dir / METRICS_FILENAME)
             return {**done, "already_finished": True}
-    print_config(cfg)
-    save_config(cfg, run_dir)
+    write_run_config(cfg, run_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
 
     system, datamodule = build_task(config)
@@ -210,15 +205,11 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
     result["table"] = config["table"]
     if cfg.final_eval:
         best = best_checkpoint_path(trainer) or str(ckpt_dir / LastCheckpoint.path_name)
-        system.results_dir = run_dir
-        trainer.validate(system, datamodule=datamodule, ckpt_path=best, verbose=False)
-        result.update(system.last_metrics)
+        result.update(validate_checkpoint(trainer, system, datamodule, best, run_dir))
         result["checkpoint"] = best
     result["epochs"] = int(trainer.current_epoch)
     result["global_step"] = int(trainer.global_step)
-    if trainer.is_global_zero:
-        report_metrics(result, run_dir, log)
-    return result
+    return finish_run(trainer, result, run_dir, log)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sar.conf", config_name="train")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from sar.codecs.flip import merge_flip
+from sar.codecs.flip import CoordinateFlip
 from sar.systems.base import PoseSystem
 
 
@@ -30,8 +30,9 @@ class ToyHead(nn.Module):
         return {"toy_coords": self.fc(x.mean(dim=(2, 3))).view(-1, self.num_keypoints, 2).sigmoid()}
 
 
-class ToyCodec:
-    """Targets: keypoints / input size; decoding: back to pixels, score 1; flip test by sar.codecs.flip."""
+class ToyCodec(CoordinateFlip):
+    """Targets: keypoints / input size; decoding: back to pixels, score 1; flip test by sar.codecs.flip
+    (``CoordinateFlip.decode_flip``: decode both passes, mirror, swap pairs, average)."""
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], margin: float) -> None:
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -46,11 +47,6 @@ class ToyCodec:
     def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         coords = outputs["toy_coords"].float() * outputs["toy_coords"].new_tensor(self.input_size)
         return coords, torch.ones(coords.shape[:2], device=coords.device)
-
-    def decode_flip(self, outputs, flipped_outputs, flip_indices):
-        coords, scores = self.decode(outputs)
-        f_coords, f_scores = self.decode(flipped_outputs)
-        return merge_flip(coords, scores, f_coords, f_scores, flip_indices, self.input_size[0])
 
 
 class ToyLoss(nn.Module):

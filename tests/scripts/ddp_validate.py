@@ -21,25 +21,19 @@ import torch
 from sar.data.datamodule import TopDownDataModule
 from sar.systems.topdown import TopDownSystem
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests folder: its helper modules
+from oracle import OracleSystem
 
-class OracleSystem(TopDownSystem):
+
+class NoisyOracle(OracleSystem):
     """Predictions = GT crop keypoints + index-seeded noise (independent of batch composition and rank)."""
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._batch = batch
-        return super().validation_step(batch, batch_idx, dataloader_idx)
-
-    @torch.no_grad()
-    def predict_crops(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self._batch
-        size = torch.tensor([float(v) for v in self.codec.input_size])
-        keypoints, scores = [], []
-        for i, index in enumerate(batch["meta"]["index"].tolist()):
-            gen = torch.Generator().manual_seed(1000 + int(index))
-            noise = torch.randn(batch["targets"]["keypoints_norm"].shape[1], 2, generator=gen)
-            keypoints.append(batch["targets"]["keypoints_norm"][i].float() * size + noise * (1.0 + index % 4))
-            scores.append(0.1 + 0.9 * torch.rand(noise.shape[0], generator=gen))
-        return torch.stack(keypoints), torch.stack(scores)
+    def perturb(
+        self, index: int, keypoints: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(1000 + index)
+        noise = torch.randn(keypoints.shape[0], 2, generator=gen)
+        return keypoints + noise * (1.0 + index % 4), 0.1 + 0.9 * torch.rand(noise.shape[0], generator=gen)
 
 
 class ShardCounter(pl.Callback):
@@ -56,7 +50,7 @@ def main() -> None:
     ckpt, out, devices, val_bs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     oracle = len(sys.argv) > 5 and sys.argv[5] == "oracle"
     torch.set_num_threads(1)
-    system = (OracleSystem if oracle else TopDownSystem).load_from_checkpoint(ckpt, map_location="cpu")
+    system = (NoisyOracle if oracle else TopDownSystem).load_from_checkpoint(ckpt, map_location="cpu")
     config = system.cfg
     dataset_cfg = dict(config["dataset"], val_batch_size=val_bs, num_workers=0)
     if oracle:

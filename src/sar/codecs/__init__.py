@@ -9,12 +9,13 @@ See docs/contracts.md for the interface and docs/heads.md for each head/codec pa
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from sar.codecs.flip import FlipIndices, HeadOutputs
 from sar.codecs.heatmap import MSRAHeatmapCodec
 from sar.codecs.heatmap_offset import HeatmapOffsetCodec
 from sar.codecs.regression import RegressionCodec, RLECodec
@@ -40,14 +41,10 @@ class Codec(Protocol):
 
     def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]: ...
 
-    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def decode(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def decode_flip(
-        self,
-        outputs: dict[str, torch.Tensor],
-        flipped_outputs: dict[str, torch.Tensor],
-        flip_indices: Sequence[int] | torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def decode_flip(self, outputs: HeadOutputs, flipped_outputs: HeadOutputs,
+                    flip_indices: FlipIndices) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 #: Codec ``type`` names of configs written before codecs were built by ``_target_`` (old checkpoints).

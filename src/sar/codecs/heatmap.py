@@ -30,6 +30,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from sar.codecs.base import MapCodec
+from sar.codecs.flip import FlipIndices, HeadOutputs, swap_pairs
+
 __all__ = ["MSRAHeatmapCodec", "default_blur_kernel", "gaussian_targets", "keypoint_weights"]
 
 
@@ -193,7 +196,7 @@ def shift_right(maps: torch.Tensor, delta: float) -> torch.Tensor:
     return maps[..., i0] * (1.0 - frac) + maps[..., i1] * frac
 
 
-class MSRAHeatmapCodec:
+class MSRAHeatmapCodec(MapCodec):
     """MSRA Gaussian heatmap codec; ``unbiased=True`` is DARK (sub-pixel targets + Taylor decoding).
 
     Args:
@@ -212,21 +215,11 @@ class MSRAHeatmapCodec:
         unbiased: bool = True,
         blur_kernel: int | None = None,
     ) -> None:
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
-        if min(self.input_size) <= 0 or min(self.heatmap_size) <= 0:
-            raise ValueError(f"sizes must be positive: input {self.input_size}, heatmap {self.heatmap_size}")
-        if sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
-        self.sigma = float(sigma)
+        super().__init__(input_size, heatmap_size, sigma)
         self.unbiased = bool(unbiased)
         self.blur_kernel = default_blur_kernel(self.sigma) if blur_kernel is None else int(blur_kernel)
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise ValueError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
-        self.stride = (
-            self.input_size[0] / self.heatmap_size[0],
-            self.input_size[1] / self.heatmap_size[1],
-        )
 
     def __repr__(self) -> str:
         return (
@@ -261,11 +254,11 @@ class MSRAHeatmapCodec:
         stride = coords.new_tensor(self.stride)
         return coords * stride, scores
 
-    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode head outputs ``{"heatmap": (B,K,H,W)}`` to keypoints (B,K,2) input px and scores (B,K)."""
         return self.decode_heatmaps(outputs["heatmap"])
 
-    def flip_back(self, heatmaps: torch.Tensor, flip_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def flip_back(self, heatmaps: torch.Tensor, flip_indices: FlipIndices) -> torch.Tensor:
         """Bring heatmaps predicted on the mirrored image back into the original image frame.
 
         The mirrored image maps input pixel ``u`` to ``u' = w - 1 - u``; with map coordinate ``x = u / s``
@@ -276,17 +269,13 @@ class MSRAHeatmapCodec:
         interpolation. Channels are then permuted with ``flip_indices`` (channel ``k`` takes the mirrored
         image's channel ``flip_indices[k]``).
         """
-        index = torch.as_tensor(flip_indices, dtype=torch.long, device=heatmaps.device)
-        maps = heatmaps.flip(-1).index_select(1, index)
+        maps = swap_pairs(heatmaps.flip(-1), flip_indices)
         return shift_right(maps, 1.0 - 1.0 / self.stride[0])
 
     @torch.no_grad()
-    def decode_flip(
-        self,
-        outputs: dict[str, torch.Tensor],
-        flipped_outputs: dict[str, torch.Tensor],
-        flip_indices: Sequence[int] | torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flip test: average the heatmaps with the flipped-back mirrored pass, then decode."""
+    def decode_flip(self, outputs: HeadOutputs, flipped_outputs: HeadOutputs,
+                    flip_indices: FlipIndices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flip test at heatmap level (not :class:`sar.codecs.flip.CoordinateFlip`'s coordinate merge): average
+        the heatmaps with the flipped-back mirrored pass, then decode once."""
         back = self.flip_back(flipped_outputs["heatmap"].float(), flip_indices)
         return self.decode_heatmaps(0.5 * (outputs["heatmap"].float() + back))

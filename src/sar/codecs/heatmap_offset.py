@@ -14,30 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from sar.codecs.sar import SARCodec
+from sar.codecs.flip import HeadOutputs
+from sar.codecs.sar import SARCodec, hypothesis_at
 
 __all__ = ["HeatmapOffsetCodec", "hypothesis_at"]
 
 
-def hypothesis_at(offsets: torch.Tensor, idx: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Normalised hypotheses ``p_t - o_t`` (B,K,2) at flat cell indices ``idx`` (B,K) of (B,K,2,H,W) offsets."""
-    b, k = idx.shape
-    off = offsets.flatten(3).gather(3, idx[:, :, None, None].expand(b, k, 2, 1)).squeeze(-1)  # (B,K,2)
-    cell = torch.stack([(idx % width).to(off.dtype) / width, (idx // width).to(off.dtype) / height], dim=-1)
-    return cell - off
-
-
 class HeatmapOffsetCodec(SARCodec):
-    """Heatmap + offset codec; same constructor and targets as :class:`SARCodec`."""
-
-    def __repr__(self) -> str:
-        return (
-            f"HeatmapOffsetCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, "
-            f"sigma={self.sigma})"
-        )
+    """Heatmap + offset codec; same constructor, targets and flip test as :class:`SARCodec`."""
 
     @torch.no_grad()
-    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Keypoints (B,K,2) input px, scores (B,K) from ``heatmap`` (B,K,H,W) and ``offsets`` (B,K,2,H,W)."""
         heatmap = outputs["heatmap"].float()
         h, w = heatmap.shape[-2:]

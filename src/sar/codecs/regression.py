@@ -25,12 +25,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sar.codecs.flip import merge_flip
+from sar.codecs.base import size_pair
+from sar.codecs.flip import CoordinateFlip, HeadOutputs, merge_flip
 
 __all__ = ["RLECodec", "RegressionCodec", "merge_flip"]
 
 
-class RegressionCodec:
+class RegressionCodec(CoordinateFlip):
     """Direct-regression codec.
 
     ``encode`` -> ``keypoints_norm`` (K,2) = keypoints / input_size (0 where the weight is 0) and
@@ -48,8 +49,8 @@ class RegressionCodec:
     def __init__(
         self, input_size: Sequence[int], heatmap_size: Sequence[int], drop_outside: bool = False
     ) -> None:
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+        self.input_size = size_pair(input_size)
+        self.heatmap_size = size_pair(heatmap_size)
         if min(self.input_size) <= 0:
             raise ValueError(f"input size must be positive: {self.input_size}")
         self.drop_outside = bool(drop_outside)
@@ -71,20 +72,9 @@ class RegressionCodec:
         return (coords.float() + self.offset) * coords.new_tensor(self.input_size, dtype=torch.float32)
 
     @torch.no_grad()
-    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]:
         coords = self._to_pixels(outputs["coords"])
         return coords, torch.ones(coords.shape[:2], dtype=coords.dtype, device=coords.device)
-
-    @torch.no_grad()
-    def decode_flip(
-        self,
-        outputs: dict[str, torch.Tensor],
-        flipped_outputs: dict[str, torch.Tensor],
-        flip_indices: Sequence[int] | torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        coords, scores = self.decode(outputs)
-        f_coords, f_scores = self.decode(flipped_outputs)
-        return merge_flip(coords, scores, f_coords, f_scores, flip_indices, self.input_size[0])
 
 
 class RLECodec(RegressionCodec):
@@ -103,6 +93,6 @@ class RLECodec(RegressionCodec):
         super().__init__(input_size, heatmap_size, drop_outside=drop_outside)
 
     @torch.no_grad()
-    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]:
         coords = self._to_pixels(outputs["coords"])
         return coords, 1.0 - outputs["sigma"].float().mean(dim=-1)

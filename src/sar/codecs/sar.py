@@ -20,10 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sar.codecs.flip import merge_flip
+from sar.codecs.base import MapCodec
+from sar.codecs.flip import CoordinateFlip, HeadOutputs
 from sar.codecs.heatmap import gaussian_targets, keypoint_weights
 
-__all__ = ["SARCodec", "sar_grid"]
+__all__ = ["SARCodec", "hypothesis_at", "sar_grid"]
 
 
 def sar_grid(
@@ -35,7 +36,15 @@ def sar_grid(
     return torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)], dim=0)
 
 
-class SARCodec:
+def hypothesis_at(offsets: torch.Tensor, idx: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Normalised hypotheses ``p_t - o_t`` (B,K,2) at flat cell indices ``idx`` (B,K) of (B,K,2,H,W) offsets."""
+    b, k = idx.shape
+    off = offsets.flatten(3).gather(3, idx[:, :, None, None].expand(b, k, 2, 1)).squeeze(-1)  # (B,K,2)
+    cell = torch.stack([(idx % width).to(off.dtype) / width, (idx // width).to(off.dtype) / height], dim=-1)
+    return cell - off
+
+
+class SARCodec(CoordinateFlip, MapCodec):
     """SAR codec.
 
     Args:
@@ -43,28 +52,19 @@ class SARCodec:
         heatmap_size: SAR grid / auxiliary heatmap size ``(W, H)``.
         sigma: sigma (map cells) of the auxiliary MSRA heatmap target, centred on ``int(x / stride + 0.5)``.
             The released configs use 3 (96x72 maps).
+
+    Flip test at coordinate level, as the official head (:class:`~sar.codecs.flip.CoordinateFlip`): the mirrored
+    pass's ``x -> w - 1 - x`` in input pixels is the official ``1 - x - 1/(4W)`` in normalised units, generalised
+    from stride 4 to any stride (``1 - x - 1/w``).
     """
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 3.0,
                  score: str = "selector") -> None:
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
-        if min(self.input_size) <= 0 or min(self.heatmap_size) <= 0:
-            raise ValueError(f"sizes must be positive: input {self.input_size}, heatmap {self.heatmap_size}")
-        if sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
-        self.sigma = float(sigma)
+        super().__init__(input_size, heatmap_size, sigma)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' (max normalised weight, the released decoder) or 'heatmap' "
                              f"(auxiliary heatmap sigmoid at the keypoint), got {score!r}")
         self.score = score
-        self.stride = (
-            self.input_size[0] / self.heatmap_size[0],
-            self.input_size[1] / self.heatmap_size[1],
-        )
-
-    def __repr__(self) -> str:
-        return f"SARCodec(input_size={self.input_size}, heatmap_size={self.heatmap_size}, sigma={self.sigma})"
 
     # -- encoding ----------------------------------------------------------------------------------
     def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,17 +82,15 @@ class SARCodec:
 
     # -- decoding ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, outputs: HeadOutputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Keypoints (B,K,2) input px, scores (B,K) from ``logits`` (B,K,H,W), ``offsets`` (B,K,2,H,W)."""
         logits = outputs["logits"].float()
-        offsets = outputs["offsets"].float()
-        b, k, h, w = logits.shape
+        h, w = logits.shape[-2:]
         flat = logits.flatten(2)  # (B,K,HW)
         best, idx = flat.max(dim=-1)  # argmax on logits: sigmoid is monotonic but saturates in float32
         scores = torch.sigmoid(best) / torch.sigmoid(flat).sum(dim=-1)
-        off = offsets.flatten(3).gather(3, idx[:, :, None, None].expand(b, k, 2, 1)).squeeze(-1)  # (B,K,2)
-        cell = torch.stack([(idx % w).to(off.dtype) / w, (idx // w).to(off.dtype) / h], dim=-1)
-        coords = (cell - off) * off.new_tensor(self.input_size)
+        norm = hypothesis_at(outputs["offsets"].float(), idx, w, h)
+        coords = norm * norm.new_tensor(self.input_size)
         if self.score == "heatmap" and "heatmap" in outputs:
             scores = self.heatmap_scores(outputs["heatmap"].float(), coords)
         return coords, scores
@@ -109,21 +107,3 @@ class SARCodec:
         sampled = torch.nn.functional.grid_sample(prob, grid.reshape(b * k, 1, 1, 2), mode="bilinear",
                                                   padding_mode="zeros", align_corners=True)
         return sampled.reshape(b, k)
-
-    @torch.no_grad()
-    def decode_flip(
-        self,
-        outputs: dict[str, torch.Tensor],
-        flipped_outputs: dict[str, torch.Tensor],
-        flip_indices: Sequence[int] | torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flip test at coordinate level (as the official head).
-
-        Both passes are decoded independently. The mirrored pass's x (input pixels) is mapped back exactly
-        with ``x -> w - 1 - x`` (the official ``1 - x - 1/(4W)`` in normalised units, generalised from
-        stride 4 to any stride: ``1 - x - 1/w``), keypoints are permuted with ``flip_indices`` (keypoint
-        ``k`` takes the mirrored pass's ``flip_indices[k]``), and coordinates and scores are averaged.
-        """
-        coords, scores = self.decode(outputs)
-        f_coords, f_scores = self.decode(flipped_outputs)
-        return merge_flip(coords, scores, f_coords, f_scores, flip_indices, self.input_size[0])

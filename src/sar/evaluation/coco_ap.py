@@ -39,14 +39,13 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import redirect_stdout
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from sar.evaluation.base import ResultsEvaluator
 from sar.evaluation.keypoint_error import load_coco_dict
 from sar.evaluation.pck import MpiiEvaluator
-from sar.evaluation.results import write_json_atomic
 
 __all__ = [
     "CROWD_METRIC_NAMES",
@@ -249,10 +248,26 @@ def ensure_categories(gt: dict[str, Any], source: Any, keypoint_names: Sequence[
             raise ValueError(f"{source}: category #{i} is not an object with an 'id'")
 
 
+def source_name(ann_file: str | os.PathLike[str] | Mapping[str, Any]) -> str | os.PathLike[str]:
+    """How messages name a ground truth: its path, or ``<dict>`` for an in-memory dict."""
+    return ann_file if not isinstance(ann_file, Mapping) else "<dict>"
+
+
+def read_ground_truth(
+    ann_file: str | os.PathLike[str] | Mapping[str, Any], spec: Any, num_keypoints: int
+) -> dict[str, Any]:
+    """The ground truth of a COCO-format evaluator, validated (module docstring: unique ids, ``area`` a finite
+    number > 0 or derived from the bbox, errors naming the file) and with ``categories`` ensured (the person
+    category named with ``spec``'s keypoint names when the file has none); a deep copy for an in-memory dict."""
+    gt = load_coco_dict(ann_file, validate=True)
+    ensure_categories(gt, source_name(ann_file), _keypoint_names(spec, num_keypoints))
+    return gt
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluator
 # ---------------------------------------------------------------------------------------------------------------
-class CocoEvaluator:
+class CocoEvaluator(ResultsEvaluator):
     """Top-down COCO keypoint evaluation (rescoring, OKS-NMS, COCOeval) with results-json output.
 
     Args:
@@ -308,10 +323,8 @@ class CocoEvaluator:
         self.kpt_score_thr = float(kpt_score_thr)
         self.score_mode: ScoreMode = score_mode
         self.backend: Backend = backend
-        self.ann_source = ann_file if not isinstance(ann_file, Mapping) else "<dict>"
-
-        # ids, areas (validated, or derived from the bbox); a deep copy for an in-memory dict
-        gt = load_coco_dict(ann_file, validate=True)
+        self.ann_source = source_name(ann_file)
+        gt = read_ground_truth(ann_file, sigmas, self.num_keypoints)
         no_annotations = bool(gt.get("images")) and not gt.get("annotations")
         self.results_only = no_annotations if results_only is None else bool(results_only)
         if self.results_only:  # an image-info json: nothing to score, only the results are written
@@ -319,7 +332,6 @@ class CocoEvaluator:
         for key in ("images", "annotations"):
             if key not in gt:
                 raise ValueError(f"{self.ann_source}: COCO annotation file lacks '{key}'")
-        ensure_categories(gt, self.ann_source, _keypoint_names(sigmas, self.num_keypoints))
         for ann in gt["annotations"]:
             if "keypoints" in ann and len(ann["keypoints"]) != 3 * self.num_keypoints:
                 raise ValueError(
@@ -457,37 +469,11 @@ class CocoEvaluator:
         stats = np.asarray(ev.stats, dtype=np.float64)
         return {name: float(stats[i]) for i, name in enumerate(self.METRICS)}
 
-    def evaluate(
-        self,
-        preds: Sequence[Mapping[str, Any]],
-        out_dir: str | os.PathLike[str] | None = None,
-        prefix: str = "results",
-    ) -> dict[str, float]:
-        """Evaluate prediction records; write ``<out_dir>/<prefix>_keypoints.json`` (atomically) if ``out_dir``.
-
-        Args:
-            preds: records ``{"image_id", "ann_id", "keypoints": (K, 3) image px + score, "bbox_score", "area"}``.
-                Images without predictions are fine; an empty list gives AP = AR = 0.
-            out_dir: directory for the results json, or None to skip writing.
-            prefix: file name prefix.
-
-        Returns:
-            ``{"AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL"}`` (``METRICS``) as floats in
-            [0, 1] (-1 where the ground truth has no instance of that area range), plus ``nonfinite_predictions``:
-            the number of records dropped for non-finite values (a float, 0.0 when none); ``{}`` in results-only
-            mode.
-        """
-        results = self.format_results(preds)
-        self.last_results = results
-        if out_dir is not None:
-            write_json_atomic(results, Path(out_dir) / f"{prefix}_keypoints.json")
-        if self.results_only:
-            log.info("results-only mode (%s has no annotations): wrote %d results, no metrics",
-                     self.ann_source, len(results))
-            return {}
-        metrics = self.compute_stats(results)
-        metrics["nonfinite_predictions"] = float(self.last_nonfinite)
-        return metrics
+    def score(self, results: list[dict[str, Any]]) -> dict[str, float]:
+        """:meth:`compute_stats` of the results: ``{"AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75",
+        "ARM", "ARL"}`` (``METRICS``) as floats in [0, 1] (-1 where the ground truth has no instance of that area
+        range). An empty list gives AP = AR = 0."""
+        return self.compute_stats(results)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -535,7 +521,7 @@ class CrowdPoseEvaluator(CocoEvaluator):
 WHOLEBODY_FIELDS: tuple[str, ...] = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")
 
 
-class WholeBodyEvaluator:
+class WholeBodyEvaluator(ResultsEvaluator):
     """COCO-WholeBody AP/AR per part and for the whole body, the way the official evaluation scores them.
 
     Ground truth: an official COCO-WholeBody json (``keypoints`` 17 + ``foot_kpts`` 6 + ``face_kpts`` 68 +
@@ -562,19 +548,11 @@ class WholeBodyEvaluator:
         ann_file: whole-body GT, a path or a dict.
         spec: the ``coco_wholebody`` :class:`~sar.data.spec.KeypointSpec` (``sigmas`` (133,), ``parts``), or any
             object with ``sigmas`` and ``parts``.
-        use_nms, nms_thr, kpt_score_thr, score_mode, results_only: as :class:`CocoEvaluator`.
+        options: :class:`CocoEvaluator`'s keyword arguments (``use_nms``, ``nms_thr``, ``kpt_score_thr``,
+            ``score_mode``, ``backend``, ``category_id``, ``results_only``), with its defaults.
     """
 
-    def __init__(
-        self,
-        ann_file: str | os.PathLike[str] | Mapping[str, Any],
-        spec: Any,
-        use_nms: bool = True,
-        nms_thr: float = 0.9,
-        kpt_score_thr: float = 0.2,
-        score_mode: ScoreMode = "bbox_keypoint",
-        results_only: bool | None = None,
-    ) -> None:
+    def __init__(self, ann_file: str | os.PathLike[str] | Mapping[str, Any], spec: Any, **options: Any) -> None:
         self.sigmas = _as_sigmas(spec)
         self.num_keypoints = int(self.sigmas.size)
         parts = {str(k): tuple(int(i) for i in v) for k, v in dict(getattr(spec, "parts", {}) or {}).items()}
@@ -585,23 +563,14 @@ class WholeBodyEvaluator:
             if not ids or min(ids) < 0 or max(ids) >= self.num_keypoints:
                 raise ValueError(f"part {name!r} has keypoint ids outside [0, {self.num_keypoints})")
         self.parts = parts
-        self.ann_source = ann_file if not isinstance(ann_file, Mapping) else "<dict>"
-        gt = load_coco_dict(ann_file, validate=True)  # ids and areas, named after the file (CocoEvaluator's rules)
-        ensure_categories(gt, self.ann_source, _keypoint_names(spec, self.num_keypoints))
-        full = self._full_gt(gt)
+        self.ann_source = source_name(ann_file)
+        full = self._full_gt(read_ground_truth(ann_file, spec, self.num_keypoints))  # CocoEvaluator's checks
         # rescoring + NMS on all keypoints; scoring per part by one CocoEvaluator each (no NMS there)
-        self._full = CocoEvaluator(
-            full,
-            self.sigmas,
-            use_nms=use_nms,
-            nms_thr=nms_thr,
-            kpt_score_thr=kpt_score_thr,
-            score_mode=score_mode,
-            results_only=results_only,
-        )
+        self._full = CocoEvaluator(full, self.sigmas, **options)
         self.results_only = self._full.results_only
         self._part_evals = {
-            name: CocoEvaluator(self._restrict_gt(full, ids), self.sigmas[list(ids)], use_nms=False)
+            name: CocoEvaluator(self._restrict_gt(full, ids), self.sigmas[list(ids)], use_nms=False,
+                                backend=self._full.backend)
             for name, ids in parts.items()
         }
         self.last_results: list[dict[str, Any]] = []
@@ -652,22 +621,17 @@ class WholeBodyEvaluator:
         out["categories"] = cats
         return out
 
-    def evaluate(
-        self,
-        preds: Sequence[Mapping[str, Any]],
-        out_dir: str | os.PathLike[str] | None = None,
-        prefix: str = "results",
-    ) -> dict[str, float]:
-        """Evaluate prediction records (133 keypoints); writes ``<out_dir>/<prefix>_keypoints.json`` (all 133
-        keypoints, after rescoring / NMS) when ``out_dir`` is given. Returns ``AP_<part>``, ``AR_<part>``, ``AP``,
-        ``AR`` (see the class docstring), and ``nonfinite_predictions`` (records dropped for non-finite values, see
-        :class:`CocoEvaluator`)."""
-        results = self._full.format_results(preds)
-        self.last_results = results
-        if out_dir is not None:
-            write_json_atomic(results, Path(out_dir) / f"{prefix}_keypoints.json")
-        if self.results_only:
-            return {}
+    def format_results(self, preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Rescoring and OKS-NMS on all 133 keypoints (:meth:`CocoEvaluator.format_results`): the records written
+        to the results json."""
+        return self._full.format_results(preds)
+
+    @property
+    def last_nonfinite(self) -> int:  # type: ignore[override]
+        return self._full.last_nonfinite
+
+    def score(self, results: list[dict[str, Any]]) -> dict[str, float]:
+        """``AP_<part>``, ``AR_<part>``, ``AP``, ``AR`` (see the class docstring) of the results."""
         metrics: dict[str, float] = {}
         self.last_stats = {}
         for name, ids in self.parts.items():
@@ -683,7 +647,6 @@ class WholeBodyEvaluator:
             metrics[f"AR_{name}"] = stats["AR"]
         metrics["AP"] = metrics["AP_wholebody"]
         metrics["AR"] = metrics["AR_wholebody"]
-        metrics["nonfinite_predictions"] = float(self._full.last_nonfinite)
         return metrics
 
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sar.data.formats import read_json
-from sar.evaluation.results import write_json_atomic
+from sar.evaluation.base import ResultsEvaluator
 
 __all__ = ["MPII_GROUPS", "MPII_JOINT_NAMES", "PCKH_EXCLUDED", "SC_BIAS", "MpiiEvaluator", "pckh", "pckh_from_mat"]
 
@@ -151,7 +151,7 @@ def _flatten(result: dict[str, Any], thresholds: Sequence[float]) -> dict[str, f
     return {k: (-1.0 if not np.isfinite(v) else float(v)) for k, v in out.items()}
 
 
-class MpiiEvaluator:
+class MpiiEvaluator(ResultsEvaluator):
     """MPII val PCKh for the top-down system (``build_evaluator("mpii", ...)``, dataset config ``evaluator: mpii``).
 
     Ground truth: the official ``mpii_gt_val.mat`` (``headbox_file``; head boxes, ``jnt_missing``, 1-based
@@ -202,12 +202,10 @@ class MpiiEvaluator:
         self.last_results: list[dict[str, Any]] = []
         self.last_pckh: dict[str, Any] = {}
 
-    def evaluate(
-        self,
-        preds: Sequence[dict[str, Any]],
-        out_dir: str | os.PathLike[str] | None = None,
-        prefix: str = "results",
-    ) -> dict[str, float]:
+    def format_results(self, preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The finite predictions as results records ``{"ann_id", "image_id", "image", "keypoints": [x, y,
+        score] * 16}`` (0-based px, a missing score 0), in val person order; warns about the dropped and the
+        missing ones."""
         n = self.ref["gt"].shape[0]
         pred = np.full((n, len(MPII_JOINT_NAMES), 3), np.nan)
         have = np.zeros(n, dtype=bool)
@@ -225,6 +223,7 @@ class MpiiEvaluator:
             pred[i] = np.nan
             pred[i, :, : min(kpts.shape[1], 3)] = kpts[:, :3]
             have[i] = True
+        self.last_nonfinite = nonfinite
         log = logging.getLogger(__name__)
         if nonfinite:
             log.warning("MPII PCKh: %d of %d predictions have non-finite keypoints: dropped (a miss on every joint, "
@@ -232,21 +231,28 @@ class MpiiEvaluator:
         if not have.all():
             log.warning("MPII PCKh: %d of %d val persons have no (finite) prediction and count as wrong",
                         int((~have).sum()), n)
-        self.last_results = [
+        return [
             {"ann_id": i, "image_id": self.image_ids[i], "image": self.images[i],
              "keypoints": np.nan_to_num(pred[i], nan=0.0).reshape(-1).tolist()}
             for i in np.flatnonzero(have)
         ]  # fmt: skip
-        if out_dir is not None:
-            write_json_atomic(self.last_results, Path(out_dir) / f"{prefix}_keypoints.json")
-        result = pckh(pred[..., :2] + 1.0, self.ref["gt"], self.ref["visible"], self.ref["headbox_sizes"],
-                      self.thresholds)
+
+    def score(self, results: list[dict[str, Any]]) -> dict[str, float]:
+        """PCKh, ``kpt_error_px`` and ``PCK@0.05`` of the results (class docstring); a val person without a record
+        misses every joint."""
+        n = self.ref["gt"].shape[0]
+        pred = np.full((n, len(MPII_JOINT_NAMES), 2), np.nan)
+        have = np.zeros(n, dtype=bool)
+        for r in results:
+            i = int(r["ann_id"])
+            pred[i] = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2]
+            have[i] = True
+        result = pckh(pred + 1.0, self.ref["gt"], self.ref["visible"], self.ref["headbox_sizes"], self.thresholds)
         self.last_pckh = result
         metrics = _flatten(result, self.thresholds)
         vis = (self.ref["visible"] > 0) & have[:, None]
-        dist = np.linalg.norm(pred[..., :2] + 1.0 - self.ref["gt"], axis=-1)
+        dist = np.linalg.norm(pred + 1.0 - self.ref["gt"], axis=-1)
         metrics["kpt_error_px"] = float(dist[vis].mean()) if vis.any() else float("nan")
         within = dist <= 0.05 * self.box_sides[:, None]
         metrics["PCK@0.05"] = float(within[vis].mean()) if vis.any() else float("nan")
-        metrics["nonfinite_predictions"] = float(nonfinite)
         return metrics

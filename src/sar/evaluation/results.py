@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS_FILENAME", "report_metrics", "write_json_atomic", "write_metrics"]
+__all__ = [
+    "METRICS_FILENAME", "report_metrics", "results_path", "write_json_atomic", "write_metrics", "write_results",
+]
 
 METRICS_FILENAME = "metrics.json"
 
@@ -93,6 +95,19 @@ def write_json_atomic(obj: Any, path: str | os.PathLike[str], indent: int | None
             pass
         raise
     return path
+
+
+def results_path(out_dir: str | os.PathLike[str], prefix: str = "results") -> Path:
+    """Where an evaluator writes the predictions it evaluated: ``<out_dir>/<prefix>_keypoints.json``."""
+    return Path(out_dir) / f"{prefix}_keypoints.json"
+
+
+def write_results(results: Any, out_dir: str | os.PathLike[str] | None, prefix: str = "results") -> Path | None:
+    """Write an evaluator's results list to :func:`results_path` (atomically, strict JSON); nothing when
+    ``out_dir`` is None. Returns the written path (or None)."""
+    if out_dir is None:
+        return None
+    return write_json_atomic(results, results_path(out_dir, prefix))
 
 
 def write_metrics(metrics: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,9 @@ __all__ = [
 
 _LOG_EPS = math.log(1e-6)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+
+#: Head outputs or batched codec targets, by name.
+Tensors: TypeAlias = Mapping[str, torch.Tensor]
 
 
 def _grid(
@@ -76,6 +79,21 @@ def quality_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float 
     return torch.where(pos, bce_pos * (target - prob).abs().pow(gamma), bce_neg * prob.pow(gamma))
 
 
+def _valid_coords(targets: Tensors, key: str, valid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The target coordinates ``targets[key]`` (B,K,2) in ``like``'s dtype and device, 0 for the keypoints that are
+    not ``valid`` (B,K): no NaN or inf of an unlabelled keypoint reaches the graph."""
+    gt = targets[key].to(like)
+    return torch.where(valid[..., None], gt, torch.zeros_like(gt))
+
+
+class ScaledLoss(nn.Module):
+    """A loss whose total is multiplied by ``loss_weight`` (its single constructor argument here)."""
+
+    def __init__(self, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        self.loss_weight = float(loss_weight)
+
+
 class SARLoss(nn.Module):
     """SAR objective (sar-method.md 2.2): ``total = loss_reg + aux_weight * loss_hm``.
 
@@ -94,13 +112,10 @@ class SARLoss(nn.Module):
         self.aux_weight = float(aux_weight)
         self.gamma = float(gamma)
 
-    def forward(
-        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: Tensors, targets: Tensors) -> dict[str, torch.Tensor]:
         logits = outputs["logits"].float()  # float32 math under autocast
         valid = targets["keypoint_weights"].to(logits.device) > 0  # (B,K)
-        gt = targets["keypoints_norm"].to(logits)
-        gt = torch.where(valid[..., None], gt, torch.zeros_like(gt))  # no NaN/inf into the graph
+        gt = _valid_coords(targets, "keypoints_norm", valid, logits)
         nll = sar_nll(logits, outputs["offsets"].float(), gt, self.lambda_)
         n_valid = valid.sum().clamp_min(1)
         loss_reg = torch.where(valid, nll, torch.zeros_like(nll)).sum() / n_valid
@@ -119,20 +134,14 @@ class SARLoss(nn.Module):
         return {"total": total, "loss_reg": loss_reg, "loss_hm": loss_hm}
 
 
-class HeatmapMSELoss(nn.Module):
+class HeatmapMSELoss(ScaledLoss):
     """mmpose ``KeypointMSELoss(use_target_weight=True)``: ``mean_{B,K,H,W}(w_k * (pred - target)^2)``.
 
     The mean runs over all B*K*H*W elements (zero-weight keypoints count in the denominator), without the
     0.5 factor of the original JointsMSELoss. An empty batch gives 0.
     """
 
-    def __init__(self, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.loss_weight = float(loss_weight)
-
-    def forward(
-        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: Tensors, targets: Tensors) -> dict[str, torch.Tensor]:
         pred = outputs["heatmap"].float()
         target = targets["heatmap"].to(pred)
         weights = targets["keypoint_weights"].to(pred)[..., None, None]
@@ -167,9 +176,7 @@ class HeatmapOffsetLoss(nn.Module):
         self.offset_weight = float(offset_weight)
         self.offset_radius = float(offset_radius)
 
-    def forward(
-        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: Tensors, targets: Tensors) -> dict[str, torch.Tensor]:
         hm = outputs["heatmap"].float()
         h, w = hm.shape[-2:]
         valid = targets["keypoint_weights"].to(hm.device) > 0  # (B,K)
@@ -179,8 +186,7 @@ class HeatmapOffsetLoss(nn.Module):
         sq = (hm - target_hm).pow(2).flatten(2).sum(-1)  # (B,K)
         loss_hm = torch.where(valid, sq, torch.zeros_like(sq)).sum() / n_valid
 
-        gt = targets["keypoints_norm"].to(hm)
-        gt = torch.where(valid[..., None], gt, torch.zeros_like(gt))
+        gt = _valid_coords(targets, "keypoints_norm", valid, hm)
         gx, gy = _grid(h, w, hm.device, hm.dtype)  # (HW,)
         off = outputs["offsets"].float().flatten(3)  # (B,K,2,HW)
         err = ((gx - off[:, :, 0] - gt[..., 0:1]).abs() * w
@@ -194,7 +200,7 @@ class HeatmapOffsetLoss(nn.Module):
         return {"total": total, "loss_hm": loss_hm, "loss_offset": loss_offset}
 
 
-class L1CoordLoss(nn.Module):
+class L1CoordLoss(ScaledLoss):
     """Direct-regression L1 (sar-method.md 5.1): ``loss_weight * sum_{b,k} w_bk (|dx| + |dy|) / sum w``.
 
     ``outputs["coords"]`` (B,K,2) and ``targets["keypoints_norm"]`` (B,K,2) are normalised crop coordinates;
@@ -202,18 +208,11 @@ class L1CoordLoss(nn.Module):
     distance. 0 when no weight is positive.
     """
 
-    def __init__(self, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        self.loss_weight = float(loss_weight)
-
-    def forward(
-        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: Tensors, targets: Tensors) -> dict[str, torch.Tensor]:
         pred = outputs["coords"].float()
         weights = targets["keypoint_weights"].to(pred)
         valid = weights > 0
-        gt = targets["keypoints_norm"].to(pred)
-        gt = torch.where(valid[..., None], gt, torch.zeros_like(gt))
+        gt = _valid_coords(targets, "keypoints_norm", valid, pred)
         l1 = (pred - gt).abs().sum(-1)  # (B,K)
         w = torch.where(valid, weights, torch.zeros_like(weights))
         norm = w.sum()
@@ -222,7 +221,7 @@ class L1CoordLoss(nn.Module):
         return {"total": loss, "loss_reg": loss}
 
 
-class RLELoss(nn.Module):
+class RLELoss(ScaledLoss):
     """Residual log-likelihood estimation loss (Li et al. 2021), official-code form (sar-method.md 5.2).
 
     The RealNVP flow ``G_phi`` (:class:`sar.models.flow.RealNVP`) is owned by this module, so its parameters
@@ -249,13 +248,10 @@ class RLELoss(nn.Module):
     """
 
     def __init__(self, loss_weight: float = 1.0, num_pairs: int = 3, hidden: int = 64) -> None:
-        super().__init__()
-        self.loss_weight = float(loss_weight)
+        super().__init__(loss_weight)
         self.flow = RealNVP(num_pairs=int(num_pairs), hidden=int(hidden))
 
-    def forward(
-        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: Tensors, targets: Tensors) -> dict[str, torch.Tensor]:
         mu_hat = outputs["coords"]
         with torch.autocast(device_type=mu_hat.device.type, enabled=False):
             mu_hat = mu_hat.float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,21 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
     return path
 
 
-def compose_train_config(*overrides: str) -> DictConfig:
-    """The ``sar.train`` config composed with ``overrides`` (as on its command line), outside a Hydra app."""
+def write_run_config(cfg: DictConfig | Mapping[str, Any], run_dir: Path) -> Path:
+    """Print the run config (:func:`print_config`) and save it resolved as ``<run_dir>/config.yaml``: the first
+    thing a train or evaluate run writes."""
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    print_config(cfg)
+    return save_config(cfg, run_dir)
+
+
+def compose_train_config(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
+    """The ``sar.train`` config composed with ``overrides`` (as on its command line), outside a Hydra app; with
+    ``return_hydra_config`` it includes the ``hydra`` node (launcher, run and sweep directories)."""
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="sar.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
