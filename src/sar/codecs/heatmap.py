@@ -1,4 +1,4 @@
-"""MSRA Gaussian heatmap codec (SimpleBaseline) with optional DARK refinement (sar-method.md section 5.3).
+"""MSRA Gaussian heatmap codec (SimpleBaseline) with optional DARK refinement (docs/heads.md).
 
 Conventions
 -----------

@@ -1,4 +1,4 @@
-"""Heatmap + offset codec (sar-method.md 5.4 (b), the SAR ablation counterpart); see docs/heads.md.
+"""Heatmap + offset codec (the SAR ablation counterpart; docs/heads.md).
 
 Targets are exactly the SAR codec's: ``keypoints_norm`` (K,2) = keypoints / input_size, ``heatmap`` (K,H,W)
 MSRA Gaussian (sigma from the config, centred on the integer cell ``int(x / stride + 0.5)``, 3-sigma window)

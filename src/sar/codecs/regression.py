@@ -1,4 +1,4 @@
-"""Coordinate codecs for the global-pooling heads: direct regression and RLE (sar-method.md 5.1, 5.2).
+"""Coordinate codecs for the global-pooling heads: direct regression and RLE (docs/heads.md).
 
 Both work in normalised crop coordinates ``(x / w, y / h)`` (input pixels divided by the input size, the
 same frame as SAR's ``keypoints_norm``); the RLE codec shifts them by -0.5 (the RLE frame: crop centre 0,

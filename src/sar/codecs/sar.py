@@ -1,6 +1,6 @@
 """SAR codec: normalised keypoint targets + auxiliary MSRA heatmap; argmax-of-selector decoding.
 
-sar-method.md section 2. The SAR head predicts, per keypoint ``k`` and grid cell ``t = (i, j)``:
+docs/method.md. The SAR head predicts, per keypoint ``k`` and grid cell ``t = (i, j)``:
 
 * a selector logit ``s_t``, turned into weights ``w_t = sigmoid(s_t) / sum_t' sigmoid(s_t')``;
 * an offset ``o_t`` in normalised units (fractions of the map width / height), giving the hypothesis

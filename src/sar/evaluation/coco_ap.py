@@ -1,9 +1,9 @@
 """COCO keypoint AP/AR: instance rescoring, OKS-NMS and the official COCOeval (pycocotools or faster-coco-eval).
 
-Pipeline of :meth:`CocoEvaluator.evaluate` (the MMPose ``CocoMetric`` defaults used by SAR, sar-method §2.3):
+Pipeline of :meth:`CocoEvaluator.evaluate` (the MMPose ``CocoMetric`` defaults used by SAR, docs/method.md):
 
 1. **Rescoring** (:func:`instance_score`). With ``score_mode="bbox_keypoint"`` the instance score is
-   ``bbox_score * mean(keypoint scores > kpt_score_thr)``. *Pitfall (sar-method §2.3):* if no keypoint score
+   ``bbox_score * mean(keypoint scores > kpt_score_thr)``. *Pitfall (docs/method.md):* if no keypoint score
    exceeds the threshold, the mean is taken as 0 and the instance score is **0**. Such instances are *kept*
    (they still count as detections, ranked last); a warning reports how many there were. SAR keypoint scores
    are normalised spatial weights ``max_t w_t`` rather than heatmap peaks, so they can all fall below 0.2.

@@ -1,4 +1,4 @@
-"""MPII PCKh (sar-method §6), the official protocol reimplemented.
+"""MPII PCKh (docs/datasets.md), the official protocol reimplemented.
 
 A joint is correct when ``||pred - gt|| <= alpha * head_size`` with ``head_size = SC_BIAS * headbox diagonal``
 (``SC_BIAS = 0.6``); only joints labelled in the ground truth (``visible > 0``, i.e. ``jnt_missing == 0``) count.

@@ -95,7 +95,7 @@ class ScaledLoss(nn.Module):
 
 
 class SARLoss(nn.Module):
-    """SAR objective (sar-method.md 2.2): ``total = loss_reg + aux_weight * loss_hm``.
+    """SAR objective (docs/method.md): ``total = loss_reg + aux_weight * loss_hm``.
 
     * ``loss_reg``: mean of :func:`sar_nll` over the (image, keypoint) pairs with weight > 0 (a mask: the
       weight's value beyond > 0 is not used, as in the official code).
@@ -152,7 +152,7 @@ class HeatmapMSELoss(ScaledLoss):
 
 
 class HeatmapOffsetLoss(nn.Module):
-    """Heatmap + offset baseline (sar-method.md 5.4 (b)): ``total = hm_weight * loss_hm + offset_weight *
+    """Heatmap + offset baseline (docs/heads.md): ``total = hm_weight * loss_hm + offset_weight *
     loss_offset``, both averaged over the (image, keypoint) pairs with weight > 0.
 
     * ``loss_hm``: squared error of ``outputs["heatmap"]`` against the MSRA target ``targets["heatmap"]``,
@@ -201,7 +201,7 @@ class HeatmapOffsetLoss(nn.Module):
 
 
 class L1CoordLoss(ScaledLoss):
-    """Direct-regression L1 (sar-method.md 5.1): ``loss_weight * sum_{b,k} w_bk (|dx| + |dy|) / sum w``.
+    """Direct-regression L1 (docs/heads.md): ``loss_weight * sum_{b,k} w_bk (|dx| + |dy|) / sum w``.
 
     ``outputs["coords"]`` (B,K,2) and ``targets["keypoints_norm"]`` (B,K,2) are normalised crop coordinates;
     ``w`` = ``keypoint_weights`` (B,K), so with 0/1 weights this is the mean over valid keypoints of the L1
@@ -222,7 +222,7 @@ class L1CoordLoss(ScaledLoss):
 
 
 class RLELoss(ScaledLoss):
-    """Residual log-likelihood estimation loss (Li et al. 2021), official-code form (sar-method.md 5.2).
+    """Residual log-likelihood estimation loss (Li et al. 2021), official-code form (docs/heads.md).
 
     The RealNVP flow ``G_phi`` (:class:`sar.models.flow.RealNVP`) is owned by this module, so its parameters
     are trained with the network when the loss is a submodule of the LightningModule.

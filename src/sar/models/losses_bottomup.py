@@ -5,10 +5,10 @@ targets of :mod:`sar.codecs.bottomup` (torch tensors).
 Common rules: the loss mask (``targets["mask"]`` (B,H,W), 0 = ignored cell) is honoured by every map term;
 a batch without any person gives 0 for the person terms (a graph-connected 0, never NaN).
 
-SAR mixture (reference 1.2 [I], the top-down objective of sar-method.md 2.2 per target): for a target with
+SAR mixture (docs/method.md "Multi-person", our formulation, the top-down objective of docs/method.md per target): for a target with
 ground truth ``K*`` and normalisation set Omega, ``c_t = sigmoid(s_t)``, ``w_t = c_t / sum_Omega c``,
 ``r_t = exp(-lambda / s * d_t)``, ``loss = -log(sum_Omega w_t r_t + 1e-6)``, computed in log space like
-:func:`sar.models.losses.sar_nll`. Switches (all [I], reference 1.2, defaults first):
+:func:`sar.models.losses.sar_nll`. Switches (all [I], docs/method.md "Multi-person", defaults first):
 
 * ``normalisation``: ``global`` = the whole map's unmasked cells | ``local`` = the person's ``region`` box
   (its keypoint cells' box grown by the codec's ``region_margin``) minus masked cells. The target's own cell
@@ -50,7 +50,7 @@ def _batch_mean(values: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 def masked_focal_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                       gamma: float = 2.0) -> torch.Tensor:
-    """The top-down auxiliary loss (:func:`sar.models.losses.quality_focal_loss`, sar-method.md 2.2) on
+    """The top-down auxiliary loss (:func:`sar.models.losses.quality_focal_loss`, docs/method.md) on
     (B,C,H,W) maps with the (B,H,W) loss mask: summed over unmasked cells, divided by
     ``max(1, #(target > 0.7 on unmasked cells))``."""
     m = (mask > 0)[:, None].expand_as(logits)
@@ -71,7 +71,7 @@ def mixture_nll(log_c: torch.Tensor, allowed: torch.Tensor, dist: torch.Tensor,
 
 
 def ae_pull_push(tags: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Associative-embedding loss per image, as HigherHRNet's ``AELoss`` (``single_tag_loss``), reference 1.1.
+    """Associative-embedding loss per image, as HigherHRNet's ``AELoss`` (``single_tag_loss``), docs/method.md "Multi-person".
 
     ``tags`` (B,K,H,W); ``cells`` (B,P,K) flat cell of each person's keypoint; ``valid`` (B,P,K) bool. Per
     image with ``n`` people that have a valid keypoint: the tag of a keypoint is its own channel's value at its
@@ -142,7 +142,7 @@ class _SARMixin(nn.Module):
 
 
 class SARAELoss(_SARMixin):
-    """B1 ``sar_ae`` (reference 1.2 [I]): ``total = loss_reg + pull_weight * loss_pull + push_weight *
+    """B1 ``sar_ae`` (docs/method.md "Multi-person", our formulation): ``total = loss_reg + pull_weight * loss_pull + push_weight *
     loss_push + aux_weight * loss_hm``.
 
     * ``loss_reg``: the SAR mixture (module docstring) of every visible GT keypoint of every person, on that
@@ -188,7 +188,7 @@ class SARAELoss(_SARMixin):
 
 
 class SARCenterLoss(_SARMixin):
-    """B2 ``sar_center`` (reference 1.2 [I]): ``total = loss_reg + aux_weight * loss_hm``.
+    """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): ``total = loss_reg + aux_weight * loss_hm``.
 
     * ``loss_reg``: the instance-level SAR mixture of every person: the centre selector's weights over Omega,
       the cell's pose hypothesis ``P_t = p_t - O_t`` (K points) against the person's visible keypoints
@@ -230,7 +230,7 @@ class SARCenterLoss(_SARMixin):
 
 
 class AELoss(nn.Module):
-    """HigherHRNet baseline (reference 1.1 [C]): ``total = hm_weight * loss_hm + pull_weight * loss_pull +
+    """HigherHRNet baseline (docs/method.md "Multi-person", confirmed): ``total = hm_weight * loss_hm + pull_weight * loss_pull +
     push_weight * loss_push`` with HigherHRNet's factors 1, 1e-3, 1e-3.
 
     * ``loss_hm``: ``mean_{B,K,H,W}(mask * (pred - target)^2)`` (HigherHRNet's ``HeatmapLoss``; masked cells
@@ -256,7 +256,7 @@ class AELoss(nn.Module):
 
 
 class DEKRLoss(nn.Module):
-    """DEKR baseline (reference 1.1 [C]): ``total = hm_weight * loss_hm + offset_weight * loss_offset``.
+    """DEKR baseline (docs/method.md "Multi-person", confirmed): ``total = hm_weight * loss_hm + offset_weight * loss_offset``.
 
     * ``loss_hm``: ``mean_{B,K+1,H,W}(heatmap_weight * (pred - target)^2)`` (the codec's weight: mask x
       (1 on the Gaussians, 0.1 background)).

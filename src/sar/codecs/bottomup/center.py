@@ -179,7 +179,7 @@ class SARCenterCodec(_CentreCodec):
     ``scale`` (P,) the person kernel scale, ``region`` (P,4) the person's cells box (the ``local`` Omega) and
     ``heatmap`` (K+1,H,W) auxiliary targets (MSRA Gaussians, max over people; the last channel is the centre).
 
-    Person scale (our definition, reference 1.2 [I]): ``s_i = sqrt(area_i / (w * h))``, i.e. ``sqrt(area) / S``
+    Person scale (our definition, docs/method.md "Multi-person", our formulation): ``s_i = sqrt(area_i / (w * h))``, i.e. ``sqrt(area) / S``
     for an S x S input. The loss's person kernel ``exp(-lambda * L1 / s_i)`` with L1 in normalised units is
     ``exp(-lambda * L1_px / sqrt(area))``; the top-down kernel ``exp(-16 * L1_px / (1.25 * side))`` of a
     1.25-padded crop is this with ``lambda = 16 / 1.25 = 12.8`` and ``area = side^2`` (the reference's

@@ -308,7 +308,7 @@ def finish_poses(
 class BottomUpCodec:
     """Keys and checks every bottom-up codec shares (docs/bottomup.md): sizes, the Gaussian ``sigma`` (map
     cells), the max-pool NMS kernel, the pose OKS-NMS threshold, ``max_people`` (encoded people),
-    ``max_proposals`` (m = 30) and ``score_thr`` (gamma = 0.01) [C reference 1.1], and OKS ``sigmas``."""
+    ``max_proposals`` (m = 30) and ``score_thr`` (gamma = 0.01) [C docs/method.md "Multi-person"], and OKS ``sigmas``."""
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float, nms_kernel: int,
                  nms_thr: float, max_people: int, max_proposals: int, score_thr: float,

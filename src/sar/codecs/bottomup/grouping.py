@@ -130,7 +130,7 @@ class SARAECodec(_GroupingCodec):
 
     Encode: the shared targets (module docstring) + ``scale`` (P,) (person kernel scale
     ``sqrt(area / (w * h))``, as :class:`~sar.codecs.bottomup.center.SARCenterCodec`) and ``region`` (P,4)
-    (the ``local`` Omega). Decode [I, reference 1.2 B1]: confidence = ``sigmoid(selector)`` (``score:
+    (the ``local`` Omega). Decode [I, docs/method.md "Multi-person" B1]: confidence = ``sigmoid(selector)`` (``score:
     selector``, default) or ``sigmoid(aux heatmap)`` (``heatmap``); candidates per type; coordinates = the
     regressed points ``p_t - o_t`` of the candidate cells; keypoint score = the confidence; tags at the same
     cells; grouping. A joint the person lacks gets score 0 and the mean position of its found joints (our
@@ -184,7 +184,7 @@ class SARAECodec(_GroupingCodec):
 
 
 class AECodec(_GroupingCodec):
-    """``ae`` baseline (HigherHRNet [C reference 1.1], stride-4 branch only: the 1/2-resolution heatmaps of
+    """``ae`` baseline (HigherHRNet [C docs/method.md "Multi-person"], stride-4 branch only: the 1/2-resolution heatmaps of
     HigherHRNet are skipped): heatmaps (K, MSE) and tags (K).
 
     Decode: heatmaps (flip-averaged), NMS kernel 5, top 30 per joint with value ``> score_thr`` = 0.1 (the

@@ -1,8 +1,8 @@
 """Bottom-up heads (docs/bottomup.md): forward-only 1x1 convolutions on the stride-4 neck output.
 
-Init as the top-down SAR head (:class:`sar.models.heads.sar.SARHead`, sar-method.md 2.1 [C]): weights
+Init as the top-down SAR head (:class:`sar.models.heads.sar.SARHead`, docs/method.md [C]): weights
 Normal(0, 0.001), biases 0, except the selector / focal-heatmap logits whose bias is the focal prior
-``-log(99)`` (:data:`~sar.models.heads.sar.FOCAL_PRIOR_BIAS`; CID's init, reference 1.1 [C]). The MSE heatmaps
+``-log(99)`` (:data:`~sar.models.heads.sar.FOCAL_PRIOR_BIAS`; CID's init, docs/method.md "Multi-person", confirmed). The MSE heatmaps
 of the ``ae`` and ``dekr`` baselines start at 0 (bias 0). Offset channels ``2k`` / ``2k + 1`` are the x / y of
 keypoint ``k``; offsets are returned as (B,K,2,H,W). Raw tensors only; the codecs and losses do the rest.
 
@@ -38,7 +38,7 @@ def _offsets(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class SARAEHead(nn.Module):
-    """B1 ``sar_ae`` (reference 1.2 [I]): selector (K), offsets (2K), AE tags (K), auxiliary heatmap (K);
+    """B1 ``sar_ae`` (docs/method.md "Multi-person", our formulation): selector (K), offsets (2K), AE tags (K), auxiliary heatmap (K);
     ``with_heatmap=False`` drops the auxiliary branch."""
 
     def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True) -> None:
@@ -58,7 +58,7 @@ class SARAEHead(nn.Module):
 
 
 class SARCenterHead(nn.Module):
-    """B2 ``sar_center`` (reference 1.2 [I]): centre selector (1), pose offsets (2K), auxiliary focal heatmaps
+    """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): centre selector (1), pose offsets (2K), auxiliary focal heatmaps
     (K keypoints + the centre); ``with_heatmap=False`` drops the auxiliary branch."""
 
     def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True) -> None:
@@ -76,7 +76,7 @@ class SARCenterHead(nn.Module):
 
 
 class AEHead(nn.Module):
-    """``ae`` baseline (HigherHRNet's stride-4 output, reference 1.1 [C]; the 1/2-resolution branch is not
+    """``ae`` baseline (HigherHRNet's stride-4 output, docs/method.md "Multi-person", confirmed; the 1/2-resolution branch is not
     built): heatmaps (K) and associative-embedding tags (K)."""
 
     def __init__(self, in_channels: int, num_keypoints: int) -> None:
@@ -89,7 +89,7 @@ class AEHead(nn.Module):
 
 
 class DEKRHead(nn.Module):
-    """``dekr`` baseline (reference 1.1 [C]): heatmaps (K keypoints + centre) by a 1x1 conv, and per-keypoint
+    """``dekr`` baseline (docs/method.md "Multi-person", confirmed): heatmaps (K keypoints + centre) by a 1x1 conv, and per-keypoint
     offsets by a small branch per keypoint: ``offset_channels`` features shared by all keypoints (1x1 conv +
     BN + ReLU), then one grouped 3x3 conv + ReLU and a grouped 1x1 conv to (x, y) per keypoint (DEKR's
     per-keypoint branches; its adaptive convolutions are not built)."""
