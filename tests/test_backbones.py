@@ -23,7 +23,7 @@ from sar.utils.instantiate import build
 
 PAPER_INPUT = (192, 256)  # (w, h): the paper's ResNet / HRNet / ViT-S COCO input
 BACKBONES = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
-HEADS = sorted(p.stem for p in (CONF_DIR / "head").glob("*.yaml"))
+HEADS = sorted(p.stem for p in (CONF_DIR / "heads" / "topdown").glob("*.yaml"))  # the top-down heads
 
 # (channels, stride) of the map the head reads; these three are the acceptance values.
 EXPECTED = {"hrnet_w32": (32, 4), "hrnet_w48": (48, 4), "vit_small": (384, 16), "resnet50": (2048, 32)}
