@@ -151,7 +151,6 @@ def test_experiment_composes_with_its_recipe(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["coco_r50_sar_released", "wholebody_hrnet_w48_sar_released"])
 def test_released_rows_build_72x96_maps(name: str) -> None:
-    torch.set_num_threads(1)
     cfg = compose_row(name, "backbone.pretrained=false")
     system = build_system(cfg)
     assert tuple(system.heatmap_size) == (72, 96) and system.codec.sigma == 3.0
