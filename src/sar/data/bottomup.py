@@ -200,10 +200,7 @@ class BottomUpDataModule(TopDownDataModule):
         self.root = resolve_dataset_root(self.cfg)
         checks: list[tuple[str, list]] = []
         if stage in (None, "fit") and self.train_set is None:
-            train_ann = self._path("train_ann")
-            if train_ann is None:
-                raise ValueError(f"dataset {self.cfg['name']} has no training split (train_ann is null): train on "
-                                 "another dataset and evaluate here with `python -m sar.evaluate`")
+            train_ann = self.train_ann_file()
             records = load_coco_people(train_ann, self._path("train_images"), self.spec, keep_empty=False)
             self._check_train_size(records, train_ann)
             checks.append((f"train set {train_ann}", records))

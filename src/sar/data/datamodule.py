@@ -136,6 +136,14 @@ class TopDownDataModule(pl.LightningDataModule):
         p = Path(str(value))
         return p if p.is_absolute() else self.root / p
 
+    def train_ann_file(self) -> Path:
+        """``dataset.train_ann``; a dataset without a training split (null) is refused, naming it."""
+        train_ann = self._path("train_ann")
+        if train_ann is None:
+            raise ValueError(f"dataset {self.cfg['name']} has no training split (train_ann is null): train on "
+                             "another dataset and evaluate here with `python -m sar.evaluate`")
+        return train_ann
+
     @property
     def val_ann_file(self) -> Path:
         return self._path("val_ann")
@@ -253,10 +261,7 @@ class TopDownDataModule(pl.LightningDataModule):
         train_records = None
         checks: list[tuple[str, list]] = []
         if stage in (None, "fit") and self.train_set is None:
-            train_ann = self._path("train_ann")
-            if train_ann is None:
-                raise ValueError(f"dataset {self.cfg['name']} has no training split (train_ann is null): train on "
-                                 "another dataset and evaluate here with `python -m sar.evaluate`")
+            train_ann = self.train_ann_file()
             if self.format == "mpii":
                 train_records = load_mpii_instances(train_ann, self._path("train_images"), self.spec)
             else:

@@ -268,6 +268,17 @@ def _unlabel_outside(keypoints: np.ndarray, visible: np.ndarray, width: int, hei
     return int(outside.sum())
 
 
+def _annotation_image(ann: Mapping[str, Any], images: Mapping[int, CocoImage], where: str) -> tuple[int, CocoImage]:
+    """The image an annotation belongs to: ``(image_id, image)``; ``ValueError`` naming ``where`` otherwise."""
+    try:
+        image_id = int(ann["image_id"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{where}: missing or non-integer image_id ({err!r})") from err
+    if image_id not in images:
+        raise ValueError(f"{where}: image_id {image_id} is not in the file's images")
+    return image_id, images[image_id]
+
+
 def _image_path(image_root: PathLike, image: CocoImage) -> str:
     return str(Path(image_root) / image["file_name"])
 
@@ -322,13 +333,7 @@ def load_coco_instances(
         if ann.get("iscrowd", 0):
             skipped["crowd"] += 1
             continue
-        try:
-            image_id = int(ann["image_id"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{where}: missing or non-integer image_id ({err!r})") from err
-        if image_id not in images:
-            raise ValueError(f"{where}: image_id {image_id} is not in the file's images")
-        image = images[image_id]
+        image_id, image = _annotation_image(ann, images, where)
         keypoints, visible = _keypoints(ann, fields, num, where)
         outside += _unlabel_outside(keypoints, visible, image["width"], image["height"])
         if int(visible.sum()) < min_keypoints:
@@ -407,13 +412,7 @@ def load_coco_people(
     for ann, ann_id in zip(annotations, ann_ids, strict=True):
         where = f"{ann_file}: annotation id {ann_id}"
         given_area = validated_area(ann, where)
-        try:
-            image_id = int(ann["image_id"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{where}: missing or non-integer image_id ({err!r})") from err
-        if image_id not in images:
-            raise ValueError(f"{where}: image_id {image_id} is not in the file's images")
-        image = images[image_id]
+        image_id, image = _annotation_image(ann, images, where)
         box = _clip_xywh(_xywh(ann.get("bbox"), where), image["width"], image["height"])
         region = {"segmentation": ann.get("segmentation"), "bbox": box.tolist()}
         if ann.get("iscrowd", 0):
