@@ -84,7 +84,7 @@ def ignore_mask(regions: Sequence[Mapping[str, Any]], width: int, height: int) -
         seg = region.get("segmentation")
         if seg:
             if isinstance(seg, list):
-                rles = mask_utils.frPyObjects([p for p in seg if len(p) >= 6], height, width) if seg else []
+                rles = mask_utils.frPyObjects([p for p in seg if len(p) >= 6], height, width)
                 decoded = mask_utils.decode(mask_utils.merge(rles)) if rles else None
             else:
                 rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg.get("counts"), list) else seg
@@ -162,9 +162,9 @@ class BottomUpDataset(Dataset):
         scale2 = float(abs(np.linalg.det(matrix[:, :2])))  # area scale of the warp
         areas = np.asarray(record["areas"], dtype=np.float32) * scale2
         # loss mask at the output resolution: a cell is ignored when any input pixel of it is in an ignored region
-        ignore = ignore_mask(record["ignore"], width, height)
         mask = np.ones((self.out_size[1], self.out_size[0]), dtype=np.float32)
-        if ignore.any():
+        ignore = ignore_mask(record["ignore"], width, height) if record["ignore"] else None
+        if ignore is not None and ignore.any():
             warped = cv2.warpAffine(ignore, matrix, (self.size, self.size), flags=cv2.INTER_NEAREST,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             ry, rx = self.size // self.out_size[1], self.size // self.out_size[0]

@@ -15,12 +15,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from sar.codecs.bottomup.common import default_sigmas
+from sar.data import transforms as T
 from sar.systems.topdown import TopDownSystem
 
 __all__ = ["BottomUpSystem"]
 
 MAX_POSES = 1024  # poses one image may give (the codecs keep max_proposals = 30 by default)
+
+
+def poses_in_image(poses: np.ndarray, inv_warp: np.ndarray) -> np.ndarray:
+    """Decoded poses (M, K, 3: x, y in input pixels, score) with x, y mapped to image pixels by ``inv_warp``."""
+    out = np.asarray(poses, dtype=np.float64).copy()
+    if len(out):
+        out[..., :2] = T.transform_points(out[..., :2], np.asarray(inv_warp, dtype=np.float64))
+    return out
 
 
 class BottomUpSystem(TopDownSystem):
@@ -29,7 +37,7 @@ class BottomUpSystem(TopDownSystem):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         if self.cfg["head"]["codec"].get("sigmas") is None:  # the pose NMS uses the dataset's OKS sigmas
-            self.codec.sigmas = default_sigmas(self.spec.num_keypoints, self.spec.sigmas)
+            self.codec.sigmas = [float(s) for s in self.spec.sigmas]
 
     @torch.no_grad()
     def predict_poses(self, images: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -48,9 +56,7 @@ class BottomUpSystem(TopDownSystem):
             index = int(meta["index"][i])
             if len(scores) > MAX_POSES:
                 raise ValueError(f"the codec returned {len(scores)} poses for one image (at most {MAX_POSES})")
-            for j in range(len(scores)):
-                kpts = np.asarray(poses[j], dtype=np.float64).copy()
-                kpts[:, :2] = kpts[:, :2] @ inv[:, :2].T + inv[:, 2]
+            for j, kpts in enumerate(poses_in_image(poses, inv)):
                 xy = kpts[:, :2]
                 box_area = float(np.ptp(xy[:, 0]) * np.ptp(xy[:, 1]))
                 records.append({
@@ -91,16 +97,12 @@ class BottomUpSystem(TopDownSystem):
                 return
             batch = torch.stack([p[3] for p in pending]).to(device)
             for (pos, image_id, inv, _), (poses, scores) in zip(pending, self.predict_poses(batch), strict=True):
-                for pose, score in zip(poses, scores, strict=True):
-                    kpts = np.asarray(pose, dtype=np.float64).copy()
-                    kpts[:, :2] = kpts[:, :2] @ inv[:, :2].T + inv[:, 2]
+                for kpts, score in zip(poses_in_image(poses, inv), scores, strict=True):
                     lo, hi = kpts[:, :2].min(0), kpts[:, :2].max(0)
                     instances.append({"image_id": image_id if image_id is not None else -(pos + 1),
                                       "keypoints": kpts, "bbox": np.array([*lo, *(hi - lo)]), "score": float(score),
                                       "bbox_score": float(score), "area": float(np.prod(hi - lo)), "position": pos})
             pending.clear()
-
-        from sar.data import transforms as T
 
         self.eval().to(device)
         for pos, (path, image_id) in enumerate(zip(images, ids, strict=True)):

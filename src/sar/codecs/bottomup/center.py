@@ -24,7 +24,6 @@ from sar.codecs.bottomup.common import (
     BottomUpCodec,
     People,
     check_odd,
-    default_sigmas,
     finish_poses,
     flip_back_maps,
     flip_back_offsets,
@@ -143,7 +142,7 @@ class _CentreCodec(BottomUpCodec):
         """
         conf, offsets, kmaps = self._merged(outputs, flipped_outputs, flip_indices)
         k = offsets.shape[1]
-        sig = default_sigmas(k, sigmas if sigmas is not None else self.sigmas)
+        sig = self.nms_sigmas(k, sigmas)
         smooth = conf
         if self.smooth_kernel > 1:
             smooth = F.avg_pool2d(conf, self.smooth_kernel, stride=1, padding=self.smooth_kernel // 2,

@@ -330,6 +330,10 @@ class BottomUpCodec:
         self.score_thr = float(score_thr)
         self.sigmas = None if sigmas is None else [float(s) for s in sigmas]
 
+    def nms_sigmas(self, num_keypoints: int, sigmas: Sequence[float] | None = None) -> np.ndarray:
+        """OKS sigmas of the pose NMS: those of the ``decode`` call, else the codec's, else :func:`default_sigmas`."""
+        return default_sigmas(num_keypoints, sigmas if sigmas is not None else self.sigmas)
+
     def prepare(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
                 mask: np.ndarray | None) -> tuple[People, dict[str, np.ndarray]]:
         """The padded people and their common targets (:meth:`People.common_targets`); ``mask`` None = all 1."""

@@ -19,7 +19,6 @@ import torch
 from sar.codecs.bottomup.common import (
     BottomUpCodec,
     People,
-    default_sigmas,
     finish_poses,
     flip_back_maps,
     flip_back_offsets,
@@ -107,7 +106,7 @@ class _GroupingCodec(BottomUpCodec):
         maps = self._merged(outputs, flipped_outputs, flip_indices)
         conf, tags = maps["conf"], maps["tags"]
         k = conf.shape[1]
-        sig = default_sigmas(k, sigmas if sigmas is not None else self.sigmas)
+        sig = self.nms_sigmas(k, sigmas)
         results = []
         for b in range(conf.shape[0]):
             vals, idx = local_peaks(conf[b], self.nms_kernel, self.max_proposals, self.score_thr)
