@@ -20,6 +20,7 @@ apply to it), the evaluation knobs (``flip_test``, ``evaluation.{use_nms,nms_thr
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import re
 import sys
@@ -125,6 +126,16 @@ def build_run_config(
     for key, value in knobs["evaluation"].items():
         if value is not None:
             task["evaluation"][key] = value
+    decode = dict(eval_cfg.get("codec") or {})
+    if decode:
+        codec = run["head"] = dict(run["head"])
+        target = codec["codec"]["_target_"]
+        accepted = set(inspect.signature(hydra.utils.get_class(target)).parameters) - {"input_size", "heatmap_size"}
+        unknown = sorted(set(decode) - accepted)
+        if unknown:
+            raise ValueError(f"codec.{unknown[0]}: not an argument of the checkpoint's codec {target} "
+                             f"({', '.join(sorted(accepted))})")
+        codec["codec"] = {**dict(codec["codec"]), **decode}
     if knobs["batch_size"] is not None:
         run["dataset"]["val_batch_size"] = int(knobs["batch_size"])
     if knobs["num_workers"] is not None:

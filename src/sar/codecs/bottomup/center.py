@@ -49,6 +49,48 @@ def sample_maps(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return out[:, 0, :, 0].T
 
 
+def shift_columns(maps: torch.Tensor, shift: float) -> torch.Tensor:
+    """(..., H, W) maps moved right by ``shift`` cells (0 <= shift <= 1) by linear interpolation between
+    neighbouring columns (the first column keeps its value): ``out[j] = (1 - shift) map[j] + shift map[j - 1]``."""
+    if shift == 0:
+        return maps
+    left = torch.cat([maps[..., :1], maps[..., :-1]], dim=-1)
+    return (1.0 - shift) * maps + shift * left
+
+
+def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tensor,
+                    thr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move regressed keypoints to the best keypoint-map cell near them (the CenterNet rule for poses; docs/method.md
+    "Multi-person", our choice): for each proposal ``m`` and keypoint ``k`` the cell of ``maps[k]`` with the
+    highest value within ``radius[m]`` cells of ``points[m, k]``; when that value exceeds ``thr`` the keypoint
+    moves there, refined by a quarter cell towards the higher neighbour in x and in y (HigherHRNet / MSRA
+    rule), else it stays. ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,). Returns the points
+    (M,K,2) and a (M,K) bool of the moved ones."""
+    k, h, w = maps.shape
+    m = points.shape[0]
+    if m == 0 or k == 0:
+        return points, torch.zeros(points.shape[:2], dtype=torch.bool, device=points.device)
+    xs = torch.arange(w, device=maps.device, dtype=points.dtype)
+    ys = torch.arange(h, device=maps.device, dtype=points.dtype)
+    dx2 = (xs[None, None, :] - points[..., 0:1]) ** 2  # (M,K,W)
+    dy2 = (ys[None, None, :] - points[..., 1:2]) ** 2  # (M,K,H)
+    inside = dy2[..., :, None] + dx2[..., None, :] <= (radius[:, None, None, None] ** 2)  # (M,K,H,W)
+    vals = torch.where(inside, maps[None].to(points.dtype), torch.full_like(inside, -1.0, dtype=points.dtype))
+    best, idx = vals.flatten(2).max(-1)  # (M,K)
+    cx, cy = idx % w, idx // w
+    flat = maps.flatten(1)
+    kk = torch.arange(k, device=maps.device)[None].expand(m, -1)
+
+    def at(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return flat[kk, y.clamp(0, h - 1) * w + x.clamp(0, w - 1)]
+
+    qx = 0.25 * torch.sign(at(cx + 1, cy) - at(cx - 1, cy)) * ((cx > 0) & (cx < w - 1))
+    qy = 0.25 * torch.sign(at(cx, cy + 1) - at(cx, cy - 1)) * ((cy > 0) & (cy < h - 1))
+    peak = torch.stack([cx.to(points.dtype) + qx, cy.to(points.dtype) + qy], -1)
+    moved = best > thr
+    return torch.where(moved[..., None], peak, points), moved
+
+
 class _CentreCodec(BottomUpCodec):
     """Shared encode / decode skeleton; subclasses set the offset unit and the confidence / keypoint scores."""
 
@@ -57,14 +99,22 @@ class _CentreCodec(BottomUpCodec):
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float, center_sigma: float,
                  nms_kernel: int, smooth_kernel: int, nms_thr: float, max_people: int, max_proposals: int,
-                 score_thr: float, sigmas: Sequence[float] | None) -> None:
+                 score_thr: float, sigmas: Sequence[float] | None, refine: str = "none",
+                 refine_radius: float = 0.25, refine_thr: float = 0.1) -> None:
         super().__init__(input_size, heatmap_size, sigma, nms_kernel, nms_thr, max_people, max_proposals,
                          score_thr, sigmas)
         if center_sigma <= 0:
             raise ValueError(f"center_sigma must be positive, got {center_sigma}")
+        if refine not in ("none", "heatmap"):
+            raise ValueError(f"refine must be 'none' or 'heatmap', got {refine!r}")
+        if refine_radius < 0:
+            raise ValueError(f"refine_radius must be >= 0, got {refine_radius}")
         check_odd("smooth_kernel", smooth_kernel)
         self.center_sigma = float(center_sigma)
         self.smooth_kernel = int(smooth_kernel)
+        self.refine = refine
+        self.refine_radius = float(refine_radius)
+        self.refine_thr = float(refine_thr)
 
     # -- encoding ----------------------------------------------------------------------------------------------
     def _people(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
@@ -97,6 +147,20 @@ class _CentreCodec(BottomUpCodec):
     def _keypoint_scores(self, conf: torch.Tensor, heat: torch.Tensor | None, k: int) -> torch.Tensor:
         """Keypoint scores (M,K) from proposal confidences (M,) and sampled keypoint maps (M,K) or None."""
         raise NotImplementedError
+
+    def _refine_maps(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Keypoint maps (B,K,H,W) the ``refine: heatmap`` step searches (the auxiliary / baseline heatmaps)."""
+        raise NotImplementedError
+
+    def _merged_refine_maps(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
+                            flip_indices: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+        """The refine maps, flip-averaged; the flipped-back copy is moved ``1 - 1/stride`` cells right first
+        (:func:`shift_columns`), so that both copies' peaks sit on the same sub-cell position."""
+        maps = self._refine_maps(outputs)
+        if flipped is None:
+            return maps
+        back = flip_back_maps(self._refine_maps(flipped), flip_indices)
+        return 0.5 * (maps + shift_columns(back, 1.0 - 1.0 / self.stride[0]))
 
     def _merged(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
                 flip_indices: Sequence[int] | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor,
@@ -141,6 +205,8 @@ class _CentreCodec(BottomUpCodec):
         two passes' pose hypotheses are averaged cell by cell.
         """
         conf, offsets, kmaps = self._merged(outputs, flipped_outputs, flip_indices)
+        rmaps = (self._merged_refine_maps(outputs, flipped_outputs, flip_indices)
+                 if self.refine == "heatmap" else None)
         k = offsets.shape[1]
         sig = self.nms_sigmas(k, sigmas)
         smooth = conf
@@ -153,6 +219,8 @@ class _CentreCodec(BottomUpCodec):
             keep = torch.isfinite(vals[0])
             vals, idx = vals[0][keep], idx[0][keep]
             points = self._points(offsets[b], idx)  # (M,K,2) px
+            if rmaps is not None:
+                points = self._refined(points, rmaps[b])
             heat = None
             if kmaps is not None:
                 cells = points / points.new_tensor(self.stride)
@@ -162,6 +230,16 @@ class _CentreCodec(BottomUpCodec):
             scores = self._instance_scores(vals, kscores).cpu().double().numpy()
             results.append(finish_poses(poses, scores, sig, self.nms_thr, self.max_proposals))
         return results
+
+    def _refined(self, points: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """``refine: heatmap``: :func:`refine_to_peaks` with a search radius of ``refine_radius`` times the
+        size ``sqrt(w * h)`` of each regressed pose's keypoint box (at least 1 cell)."""
+        stride = points.new_tensor(self.stride)
+        cells = points / stride
+        span = (cells.amax(1) - cells.amin(1)).clamp_min(1.0)  # (M,2)
+        radius = (self.refine_radius * span.prod(-1).sqrt()).clamp_min(1.0)
+        cells, _ = refine_to_peaks(cells, maps, radius, self.refine_thr)
+        return cells * stride
 
     @staticmethod
     def _instance_scores(conf: torch.Tensor, kscores: torch.Tensor) -> torch.Tensor:
@@ -204,9 +282,10 @@ class SARCenterCodec(_CentreCodec):
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], score: str = "selector",
                  sigma: float = 2.0, center_sigma: float = 4.0, region_margin: int = 1, smooth_kernel: int = 3,
                  nms_kernel: int = 3, nms_thr: float = 0.8, max_people: int = 30, max_proposals: int = 30,
-                 score_thr: float = 0.01, sigmas: Sequence[float] | None = None) -> None:
+                 score_thr: float = 0.01, sigmas: Sequence[float] | None = None, refine: str = "none",
+                 refine_radius: float = 0.25, refine_thr: float = 0.1) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
-                         max_people, max_proposals, score_thr, sigmas)
+                         max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
         self.score = score
@@ -229,6 +308,11 @@ class SARCenterCodec(_CentreCodec):
             hm = torch.sigmoid(outputs["heatmap"].float())
             return hm[:, -1:], hm[:, :-1]
         return torch.sigmoid(outputs["center_logits"].float()), None
+
+    def _refine_maps(self, outputs: Mapping[str, Any]) -> torch.Tensor:
+        if "heatmap" not in outputs:
+            raise ValueError("refine: heatmap needs the auxiliary heatmaps (head.module.with_heatmap: true)")
+        return torch.sigmoid(outputs["heatmap"].float()[:, :-1])
 
     def _keypoint_scores(self, conf: torch.Tensor, heat: torch.Tensor | None, k: int) -> torch.Tensor:
         base = conf[:, None].expand(-1, k)
@@ -254,9 +338,10 @@ class DEKRCodec(_CentreCodec):
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 2.0,
                  center_sigma: float = 4.0, offset_radius: float = 4.0, bg_weight: float = 0.1,
                  smooth_kernel: int = 1, nms_kernel: int = 5, nms_thr: float = 0.8, max_people: int = 30,
-                 max_proposals: int = 30, score_thr: float = 0.01, sigmas: Sequence[float] | None = None) -> None:
+                 max_proposals: int = 30, score_thr: float = 0.01, sigmas: Sequence[float] | None = None,
+                 refine: str = "none", refine_radius: float = 0.25, refine_thr: float = 0.1) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
-                         max_people, max_proposals, score_thr, sigmas)
+                         max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr)
         if offset_radius < 0 or not 0 <= bg_weight <= 1:
             raise ValueError(f"offset_radius must be >= 0 and bg_weight in [0, 1], got {offset_radius}, {bg_weight}")
         self.offset_radius = float(offset_radius)
@@ -293,6 +378,9 @@ class DEKRCodec(_CentreCodec):
     def _maps(self, outputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         hm = outputs["heatmap"].float()
         return hm[:, -1:], hm[:, :-1]
+
+    def _refine_maps(self, outputs: Mapping[str, Any]) -> torch.Tensor:
+        return outputs["heatmap"].float()[:, :-1]
 
     def _keypoint_scores(self, conf: torch.Tensor, heat: torch.Tensor | None, k: int) -> torch.Tensor:
         assert heat is not None
