@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from sar.codecs.bottomup import AECodec, DEKRCodec, SARAECodec, SARCenterCodec
+from sar.codecs.bottomup.center import refine_to_peaks, shift_columns
 from sar.codecs.bottomup.common import flip_back_maps, flip_back_offsets, pose_nms
 from sar.codecs.sar import sar_grid
 from sar.data.spec import load_spec
@@ -240,6 +241,44 @@ def test_flip_back_offsets_maps_mirrored_points() -> None:
     back = flip_back_offsets(off, [0], 1 / w_map - 1 / w_in)
     j = w_map - 1 - j_m
     assert (j / w_map - back[0, 0, 0, 0, j].item()) * w_in == pytest.approx(x_px, abs=1e-4)
+
+
+def test_refine_to_peaks_moves_to_the_nearby_peak_with_quarter_offset() -> None:
+    maps = torch.zeros(2, 20, 20)
+    maps[0, 12, 10], maps[0, 12, 11], maps[0, 12, 9] = 0.9, 0.5, 0.2  # peak (x 10, y 12), higher right neighbour
+    maps[0, 13, 10], maps[0, 11, 10] = 0.3, 0.6                         # higher upper neighbour
+    maps[0, 2, 2] = 1.0                                                 # a stronger peak far away
+    maps[1, 5, 5] = 0.05                                                # below the threshold
+    points = torch.tensor([[[8.0, 11.0], [5.5, 5.0]]])
+    out, moved = refine_to_peaks(points, maps, torch.tensor([3.0]), thr=0.1)
+    np.testing.assert_allclose(out[0, 0].numpy(), [10.25, 11.75])
+    np.testing.assert_allclose(out[0, 1].numpy(), [5.5, 5.0])  # nothing above 0.1 in reach: unchanged
+    assert moved.tolist() == [[True, False]]
+    far = torch.tensor([[[6.0, 11.0], [5.5, 5.0]]])  # nothing above 0.1 within 2 cells
+    out, moved = refine_to_peaks(far, maps, torch.tensor([2.0]), thr=0.1)
+    assert torch.equal(out, far) and not moved.any()
+
+
+def test_shift_columns_moves_a_peak_by_a_fraction_of_a_cell() -> None:
+    row = torch.tensor([[0.0, 0.0, 4.0, 0.0, 0.0]])
+    np.testing.assert_allclose(shift_columns(row, 0.75).numpy(), [[0.0, 0.0, 1.0, 3.0, 0.0]])
+    assert torch.equal(shift_columns(row, 0.0), row)
+
+
+@pytest.mark.parametrize("name", ["sar_center", "dekr"])
+def test_refine_keeps_oracle_poses_on_their_cells(name: str) -> None:
+    """GT targets through ``refine: heatmap``: every keypoint snaps to its own Gaussian's peak, i.e. within a
+    quarter cell of the cell the keypoint was encoded on (plus the quarter-cell step)."""
+    kp, vis, areas = person_set()
+    codec, oracle = make_codec(name, (128, 96), SIG3)
+    out = oracle(_batch(codec.encode(kp, vis, areas)))
+    codec.refine = "heatmap"
+    (poses, _), = codec.decode(out)
+    stride = np.asarray(codec.stride)
+    for person, visible in zip(kp, vis, strict=True):
+        best = np.abs(poses[:, :, :2] - person[None]).sum((1, 2)).argmin()
+        err = np.abs(poses[best, :, :2] - np.floor(person / stride + 0.5) * stride)[visible > 0]
+        assert err.max() <= 0.25 * stride.max() + 1e-4
 
 
 def test_pose_nms_suppresses_duplicates() -> None:

@@ -115,3 +115,20 @@ def test_dataset_overrides_without_a_dataset_choice_edit_the_checkpoint_dataset(
     assert run["trainer"]["accelerator"] == "cpu" and run["trainer"]["precision"] == 32  # CPU: full precision
     assert run["backbone"]["pretrained"] is False  # the checkpoint's weights replace them; no download
     assert ckpt_cfg["dataset"]["val_bbox_file"] == "dets.json"  # the checkpoint config is not modified
+
+
+def test_codec_keys_replace_the_checkpoints_decoding_and_unknown_keys_are_refused() -> None:
+    ckpt_cfg = {
+        "dataset": {"name": "synthetic_crowd", "spec": "coco"},
+        "task": {"flip_test": True, "evaluation": {"use_nms": False}},
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": 32},
+        "backbone": {"name": "mobilenetv3", "pretrained": False},
+        "head": {"name": "sar_center", "codec": {"_target_": "sar.codecs.bottomup.SARCenterCodec", "nms_thr": 0.8}},
+    }
+    base = {"trainer": {"accelerator": None, "devices": 1, "precision": None}}
+    run = build_run_config({**base, "codec": {"refine": "heatmap", "nms_thr": 0.7}}, ckpt_cfg, None, "x.ckpt")
+    assert run["head"]["codec"] == {"_target_": "sar.codecs.bottomup.SARCenterCodec", "nms_thr": 0.7,
+                                    "refine": "heatmap"}
+    assert ckpt_cfg["head"]["codec"] == {"_target_": "sar.codecs.bottomup.SARCenterCodec", "nms_thr": 0.8}
+    with pytest.raises(ValueError, match="codec.refin: not an argument of .*SARCenterCodec"):
+        build_run_config({**base, "codec": {"refin": "heatmap"}}, ckpt_cfg, None, "x.ckpt")

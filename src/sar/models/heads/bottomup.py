@@ -32,6 +32,16 @@ def _conv(in_channels: int, out_channels: int, bias: float = 0.0) -> nn.Conv2d:
     return conv
 
 
+def conv_tower(in_channels: int, channels: int, num_convs: int) -> nn.Module:
+    """``num_convs`` x (3x3 conv, BN, ReLU) at ``channels`` (identity when 0): the optional offset branch of the
+    SAR heads (docs/method.md "Multi-person", our choice; DEKR gives its offsets a branch of their own too)."""
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers) if layers else nn.Identity()
+
+
 def _offsets(x: torch.Tensor, k: int) -> torch.Tensor:
     b, _, h, w = x.shape
     return x.reshape(b, k, 2, h, w)
@@ -59,17 +69,22 @@ class SARAEHead(nn.Module):
 
 class SARCenterHead(nn.Module):
     """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): centre selector (1), pose offsets (2K), auxiliary focal heatmaps
-    (K keypoints + the centre); ``with_heatmap=False`` drops the auxiliary branch."""
+    (K keypoints + the centre); ``with_heatmap=False`` drops the auxiliary branch. ``offset_convs`` > 0 puts
+    :func:`conv_tower` (``offset_channels`` wide) before the offset conv (0: a 1x1 conv on the features, as the
+    other outputs)."""
 
-    def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True) -> None:
+    def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True, offset_convs: int = 0,
+                 offset_channels: int = 128) -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
         self.center_conv = _conv(in_channels, 1, FOCAL_PRIOR_BIAS)
-        self.offset_conv = _conv(in_channels, 2 * num_keypoints)
+        self.offset_tower = conv_tower(in_channels, offset_channels, offset_convs)
+        self.offset_conv = _conv(offset_channels if offset_convs else in_channels, 2 * num_keypoints)
         self.heatmap_conv = _conv(in_channels, num_keypoints + 1, FOCAL_PRIOR_BIAS) if with_heatmap else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"center_logits": self.center_conv(x), "offsets": _offsets(self.offset_conv(x), self.num_keypoints)}
+        out = {"center_logits": self.center_conv(x),
+               "offsets": _offsets(self.offset_conv(self.offset_tower(x)), self.num_keypoints)}
         if self.heatmap_conv is not None:
             out["heatmap"] = self.heatmap_conv(x)
         return out
