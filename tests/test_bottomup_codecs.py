@@ -1,10 +1,8 @@
 """Bottom-up codecs (sar.codecs.bottomup): fixed-shape encoding, round trips through oracle outputs, flip merge,
 and the oracle AP on the real COCO / CrowdPose / OCHuman samples (issue 12 section 3).
 
-The oracle turns encoded targets into the outputs a perfect network would give (``oracle_*``): selector
-logits +10 at the encoded keypoint cells and -10 elsewhere (sar_ae; sar_center: the logit of a Gaussian blob of
-1 cell around each centre, so that the decoder's smoothing keeps the peak), offsets exact at those cells, tags = the person index
-(each cell of channel k takes the index of the person whose keypoint k is nearest), heatmaps = the targets.
+The oracle turns encoded targets into the outputs a perfect network would give (each codec's ``oracle_outputs``,
+sar.codecs.bottomup.oracle).
 """
 
 from __future__ import annotations
@@ -18,109 +16,24 @@ import pytest
 import torch
 
 from sar.codecs.bottomup import AECodec, DEKRCodec, SARAECodec, SARCenterCodec
-from sar.codecs.bottomup.center import refine_to_peaks, shift_columns
+from sar.codecs.bottomup.center import refine_to_peaks
 from sar.codecs.bottomup.common import flip_back_maps, flip_back_offsets, pose_nms
-from sar.codecs.sar import sar_grid
 from sar.data.spec import load_spec
 from sar.evaluation.coco_ap import CocoEvaluator
 
-HI, LO = 10.0, -10.0
-
 
 # ---------------------------------------------------------------------------------------------------------------
-# Oracle outputs
+# Oracle outputs (the codecs' oracle_outputs, sar.codecs.bottomup.oracle)
 # ---------------------------------------------------------------------------------------------------------------
 def _batch(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v)[None] for k, v in targets.items()}
-
-
-def _logit(p: torch.Tensor) -> torch.Tensor:
-    p = p.clamp(1e-4, 1 - 1e-4)
-    return torch.log(p / (1 - p))
-
-
-def _nearest_person_tags(t: dict[str, torch.Tensor], width: int, height: int) -> torch.Tensor:
-    """(B,K,H,W) tags: each cell of channel k = index of the person whose keypoint k is nearest (in cells)."""
-    valid = (t["keypoint_valid"] > 0) & (t["person_valid"] > 0)[..., None]  # (B,P,K)
-    cells = t["keypoint_cells"]
-    cx, cy = (cells % width).float(), (cells // width).float()
-    xs = torch.arange(width).float()[None, None, None, None, :]
-    ys = torch.arange(height).float()[None, None, None, :, None]
-    d2 = (xs - cx[..., None, None]) ** 2 + (ys - cy[..., None, None]) ** 2  # (B,P,K,H,W)
-    d2 = torch.where(valid[..., None, None], d2, torch.full_like(d2, float("inf")))
-    return d2.argmin(1).float()
-
-
-def oracle_sar_center(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    width, height = hm_size
-    b, p, k, _ = t["keypoints_norm"].shape
-    conf = torch.zeros((b, 1, height * width))
-    offsets = torch.zeros(b, k, 2, height * width)
-    grid = sar_grid(width, height).flatten(1)  # (2,T)
-    xs, ys = torch.arange(height * width) % width, torch.arange(height * width) // width
-    for bi in range(b):
-        for pi in range(p):
-            if t["person_valid"][bi, pi] > 0:
-                c = t["center_cells"][bi, pi]
-                blob = torch.exp(-0.5 * ((xs - c % width) ** 2 + (ys - c // width) ** 2).float())
-                conf[bi, 0] = torch.maximum(conf[bi, 0], blob)  # a peak of width 1 cell (survives smoothing)
-                offsets[bi, :, :, c] = grid[:, c][None] - t["keypoints_norm"][bi, pi]
-    return {"center_logits": _logit(conf).reshape(b, 1, height, width),
-            "offsets": offsets.reshape(b, k, 2, height, width), "heatmap": _logit(t["heatmap"])}
-
-
-def oracle_dekr(t: dict[str, torch.Tensor], hm_size: tuple[int, int], stride: float) -> dict[str, torch.Tensor]:
-    width, height = hm_size
-    b, p, k, _ = t["keypoints_norm"].shape
-    offsets = t["offsets"].clone().flatten(3)
-    kp_cells = t["keypoints_norm"] * torch.tensor([width, height]).float()
-    for bi in range(b):
-        for pi in range(p):
-            if t["person_valid"][bi, pi] > 0:
-                c = t["center_cells"][bi, pi]
-                loc = torch.tensor([float(c % width), float(c // width)])
-                offsets[bi, :, :, c] = loc[None] - kp_cells[bi, pi]
-    del stride
-    return {"heatmap": t["heatmap"].clone(), "offsets": offsets.reshape(b, k, 2, height, width)}
-
-
-def oracle_sar_ae(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    width, height = hm_size
-    b, p, k, _ = t["keypoints_norm"].shape
-    logits = torch.full((b, k, height * width), LO)
-    offsets = torch.zeros(b, k, 2, height * width)
-    grid = sar_grid(width, height).flatten(1)
-    for bi in range(b):
-        for pi in range(p):
-            for ki in range(k):
-                if t["person_valid"][bi, pi] > 0 and t["keypoint_valid"][bi, pi, ki] > 0:
-                    c = t["keypoint_cells"][bi, pi, ki]
-                    logits[bi, ki, c] = HI
-                    offsets[bi, ki, :, c] = grid[:, c] - t["keypoints_norm"][bi, pi, ki]
-    return {"logits": logits.reshape(b, k, height, width), "offsets": offsets.reshape(b, k, 2, height, width),
-            "tags": _nearest_person_tags(t, width, height), "heatmap": _logit(t["heatmap"])}
-
-
-def oracle_ae(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    width, height = hm_size
-    return {"heatmap": t["heatmap"].clone(), "tags": _nearest_person_tags(t, width, height)}
 
 
 def make_codec(name: str, input_size: tuple[int, int], sigmas: np.ndarray | None = None, **kw):
     hm = (input_size[0] // 4, input_size[1] // 4)
     cls = {"sar_center": SARCenterCodec, "dekr": DEKRCodec, "sar_ae": SARAECodec, "ae": AECodec}[name]
     codec = cls(input_size, hm, sigmas=None if sigmas is None else list(sigmas), **kw)
-
-    def oracle(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if name == "sar_center":
-            return oracle_sar_center(t, hm)
-        if name == "dekr":
-            return oracle_dekr(t, hm, 4.0)
-        if name == "sar_ae":
-            return oracle_sar_ae(t, hm)
-        return oracle_ae(t, hm)
-
-    return codec, oracle
+    return codec, codec.oracle_outputs
 
 
 HEADS = ("sar_center", "dekr", "sar_ae", "ae")
@@ -257,12 +170,6 @@ def test_refine_to_peaks_moves_to_the_nearby_peak_with_quarter_offset() -> None:
     far = torch.tensor([[[6.0, 11.0], [5.5, 5.0]]])  # nothing above 0.1 within 2 cells
     out, moved = refine_to_peaks(far, maps, torch.tensor([2.0]), thr=0.1)
     assert torch.equal(out, far) and not moved.any()
-
-
-def test_shift_columns_moves_a_peak_by_a_fraction_of_a_cell() -> None:
-    row = torch.tensor([[0.0, 0.0, 4.0, 0.0, 0.0]])
-    np.testing.assert_allclose(shift_columns(row, 0.75).numpy(), [[0.0, 0.0, 1.0, 3.0, 0.0]])
-    assert torch.equal(shift_columns(row, 0.0), row)
 
 
 @pytest.mark.parametrize("name", ["sar_center", "dekr"])

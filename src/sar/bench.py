@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,16 +129,19 @@ def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8, device: str = "c
     return results
 
 
-def _timed_train(overrides: list[str], name: str, extra: list[str]) -> dict:
+TOPDOWN_METRICS = ("AP", "AP50", "AP75", "AR", "kpt_error_px", "train_seconds")
+
+
+def timed_train(overrides: list[str], name: str, extra: list[str], keys: Sequence[str] = TOPDOWN_METRICS) -> dict:
     """One ``python -m sar.train`` run in ``outputs/bench/<name>`` (a new directory per run: a reused one would
-    auto-resume from its last.ckpt): its command, wall seconds and the headline metrics of its metrics.json."""
+    auto-resume from its last.ckpt): its command, run directory, wall seconds and the ``keys`` of its metrics.json."""
     run_dir = Path("outputs") / "bench" / name
     cmd = [sys.executable, "-m", "sar.train", *overrides, f"hydra.run.dir={run_dir}", *extra]
     t0 = time.time()
     subprocess.run(cmd, check=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"command": "python -m sar.train " + " ".join(cmd[3:]), "wall_s": round(time.time() - t0, 1),
-            **{k: metrics[k] for k in ("AP", "AP50", "AP75", "AR", "kpt_error_px", "train_seconds")}}
+    return {"command": "python -m sar.train " + " ".join(cmd[3:]), "run_dir": str(run_dir),
+            "wall_s": round(time.time() - t0, 1), **{k: metrics[k] for k in keys}}
 
 
 def bench_gpu(extra: list[str], batch: int = 64) -> dict:
@@ -150,7 +154,7 @@ def bench_gpu(extra: list[str], batch: int = 64) -> dict:
         out["steps"][precision] = bench_step(iters=20, warmup=5, batch=batch, device="cuda", precision=precision)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for precision in ("32", "bf16-mixed", "16-mixed"):
-        out["runs"][precision] = _timed_train(
+        out["runs"][precision] = timed_train(
             ["trainer=gpu", f"trainer.precision={precision}", "trainer.max_epochs=6",
              "trainer.check_val_every_n_epoch=6"], f"{stamp}-gpu-{precision}", extra)
     return out
@@ -167,7 +171,7 @@ def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
         extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for head in ("sar", "heatmap"):
-        out[head] = _timed_train([f"head={head}"], f"{stamp}-default-{head}", extra)
+        out[head] = timed_train([f"head={head}"], f"{stamp}-default-{head}", extra)
     return out
 
 
@@ -233,15 +237,20 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"task {args.task!r} has no section {args.section!r} (sections: {', '.join(available)}, all)")
     sections = [s for s in available if s != "gpu"] if args.section == "all" else [args.section]
     for section in sections:
-        result = available[section](args)
+        entry = available[section]  # a runner, or (runner, markdown table of its result)
+        runner, table = entry if isinstance(entry, tuple) else (entry, lambda r, s=section: _table(s, r))
+        result = runner(args)
         print(json.dumps({section: result}, indent=2))
         if args.write:
-            cmd = "python -m sar.bench " + section + " --write " + str(args.write)
+            cmd = "python -m sar.bench " + section
+            if args.task != "topdown":
+                cmd += f" --task {args.task}"
+            cmd += " --write " + str(args.write)
             if section == "train" and args.fresh_data:
                 cmd += " --fresh-data"
-            if section in ("train", "gpu") and args.overrides:
+            if section not in ("pipeline", "step", "image_check") and args.overrides:
                 cmd += " " + " ".join(args.overrides)
-            write_section(args.write, section, cmd, _table(section, result))
+            write_section(args.write, section, cmd, table(result))
 
 
 if __name__ == "__main__":

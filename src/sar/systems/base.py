@@ -83,7 +83,8 @@ class PoseSystem(pl.LightningModule):
     # -- bench / table ---------------------------------------------------------------------------------
     @classmethod
     def bench_sections(cls) -> dict[str, Any]:
-        """``{section name: callable}`` of the task's own ``sar.bench`` sections (none by default)."""
+        """``{section name: runner}`` of the task's own ``sar.bench`` sections (none by default): ``runner(args)``
+        returns the section's result, or the entry is ``(runner, table)`` with ``table(result)`` its markdown."""
         return {}
 
     @classmethod

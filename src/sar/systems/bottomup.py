@@ -124,7 +124,11 @@ class BottomUpSystem(TopDownSystem):
     # -- bench / table -------------------------------------------------------------------------------------
     @classmethod
     def bench_sections(cls) -> dict[str, Any]:
-        return {}
+        """``sar.bench --task bottomup``: ``bottomup``, the four heads under one budget with their oracle AP
+        (:mod:`sar.bench_bottomup`)."""
+        from sar import bench_bottomup
+
+        return {"bottomup": (lambda args: bench_bottomup.bench_bottomup(args.overrides), bench_bottomup.bottomup_table)}
 
     @classmethod
     def table_layouts(cls) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from sar.codecs.bottomup.common import (
     multi_person_heatmaps,
     person_regions,
 )
+from sar.codecs.bottomup.oracle import oracle_dekr, oracle_sar_center
+from sar.codecs.heatmap import refine_quarter, shift_right
 from sar.codecs.sar import sar_grid
 
 __all__ = ["DEKRCodec", "SARCenterCodec"]
@@ -47,15 +49,6 @@ def sample_maps(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     out = F.grid_sample(maps[:, None], grid.permute(1, 0, 2)[:, :, None, :], mode="bilinear",
                         padding_mode="zeros", align_corners=True)  # (K,1,M,1)
     return out[:, 0, :, 0].T
-
-
-def shift_columns(maps: torch.Tensor, shift: float) -> torch.Tensor:
-    """(..., H, W) maps moved right by ``shift`` cells (0 <= shift <= 1) by linear interpolation between
-    neighbouring columns (the first column keeps its value): ``out[j] = (1 - shift) map[j] + shift map[j - 1]``."""
-    if shift == 0:
-        return maps
-    left = torch.cat([maps[..., :1], maps[..., :-1]], dim=-1)
-    return (1.0 - shift) * maps + shift * left
 
 
 def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tensor,
@@ -78,15 +71,8 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     vals = torch.where(inside, maps[None].to(points.dtype), torch.full_like(inside, -1.0, dtype=points.dtype))
     best, idx = vals.flatten(2).max(-1)  # (M,K)
     cx, cy = idx % w, idx // w
-    flat = maps.flatten(1)
-    kk = torch.arange(k, device=maps.device)[None].expand(m, -1)
-
-    def at(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return flat[kk, y.clamp(0, h - 1) * w + x.clamp(0, w - 1)]
-
-    qx = 0.25 * torch.sign(at(cx + 1, cy) - at(cx - 1, cy)) * ((cx > 0) & (cx < w - 1))
-    qy = 0.25 * torch.sign(at(cx, cy + 1) - at(cx, cy - 1)) * ((cy > 0) & (cy < h - 1))
-    peak = torch.stack([cx.to(points.dtype) + qx, cy.to(points.dtype) + qy], -1)
+    peak = torch.stack([cx, cy], -1).to(points.dtype) + refine_quarter(maps[None].expand(m, k, h, w), cx, cy).to(
+        points.dtype)
     moved = best > thr
     return torch.where(moved[..., None], peak, points), moved
 
@@ -155,12 +141,12 @@ class _CentreCodec(BottomUpCodec):
     def _merged_refine_maps(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
                             flip_indices: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
         """The refine maps, flip-averaged; the flipped-back copy is moved ``1 - 1/stride`` cells right first
-        (:func:`shift_columns`), so that both copies' peaks sit on the same sub-cell position."""
+        (:func:`sar.codecs.heatmap.shift_right`), so that both copies' peaks sit on the same sub-cell position."""
         maps = self._refine_maps(outputs)
         if flipped is None:
             return maps
         back = flip_back_maps(self._refine_maps(flipped), flip_indices)
-        return 0.5 * (maps + shift_columns(back, 1.0 - 1.0 / self.stride[0]))
+        return 0.5 * (maps + shift_right(back, 1.0 - 1.0 / self.stride[0]))
 
     def _merged(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
                 flip_indices: Sequence[int] | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor,
@@ -277,6 +263,8 @@ class SARCenterCodec(_CentreCodec):
         sigmas: OKS sigmas for the pose NMS (default: COCO's for K = 17, else a constant).
     """
 
+    _oracle = staticmethod(oracle_sar_center)
+
     offset_unit = "norm"
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], score: str = "selector",
@@ -332,6 +320,8 @@ class DEKRCodec(_CentreCodec):
     location - offset; keypoint score = centre value x the keypoint heatmap at the decoded keypoint (clamped
     to [0, 1]); instance score = mean keypoint score. No rescoring net, no adaptive convolutions.
     """
+
+    _oracle = staticmethod(oracle_dekr)
 
     offset_unit = "cell"
 

@@ -16,8 +16,9 @@ involution, so an exactly mirrored copy of the outputs flips back to the outputs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -329,6 +330,14 @@ class BottomUpCodec:
         self.max_people, self.max_proposals = int(max_people), int(max_proposals)
         self.score_thr = float(score_thr)
         self.sigmas = None if sigmas is None else [float(s) for s in sigmas]
+
+    #: the :mod:`sar.codecs.bottomup.oracle` function of the head (set by each codec class)
+    _oracle: Any = None
+
+    def oracle_outputs(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The outputs a perfect head would give for batched ``targets`` of this codec (decoding them gives the
+        ground truth back; :mod:`sar.codecs.bottomup.oracle`)."""
+        return type(self)._oracle(dict(targets), self.heatmap_size)
 
     def nms_sigmas(self, num_keypoints: int, sigmas: Sequence[float] | None = None) -> np.ndarray:
         """OKS sigmas of the pose NMS: those of the ``decode`` call, else the codec's, else :func:`default_sigmas`."""

@@ -27,6 +27,7 @@ from sar.codecs.bottomup.common import (
     multi_person_heatmaps,
     person_regions,
 )
+from sar.codecs.bottomup.oracle import oracle_ae, oracle_sar_ae
 from sar.codecs.heatmap import refine_quarter
 from sar.codecs.sar import sar_grid
 
@@ -136,6 +137,8 @@ class SARAECodec(_GroupingCodec):
     choice: no refine step for B1).
     """
 
+    _oracle = staticmethod(oracle_sar_ae)
+
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], score: str = "selector",
                  sigma: float = 2.0, region_margin: int = 1, nms_kernel: int = 5, tag_thr: float = 1.0,
                  use_detection_val: bool = True, nms_thr: float = 0.8, max_people: int = 30,
@@ -194,6 +197,8 @@ class AECodec(_GroupingCodec):
     A joint still missing gets score 0 and the mean of the found joints' positions. Pose score = mean keypoint
     score (heatmap values).
     """
+
+    _oracle = staticmethod(oracle_ae)
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float = 2.0,
                  nms_kernel: int = 5, tag_thr: float = 1.0, use_detection_val: bool = True, refine: bool = True,
