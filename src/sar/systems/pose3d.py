@@ -1,0 +1,94 @@
+"""Monocular 3D LightningModule (task.system of conf/task/pose3d.yaml; docs/pose3d.md).
+
+Network, loss, optimiser, flip pass, DDP gathering and logging are the top-down system's
+(:class:`sar.systems.topdown.TopDownSystem`); what differs is the evaluation [C, RLE]: the decoded (u, v, d) of a
+crop become image pixels (the crop's inverse warp) and an absolute depth ``Z = d * depth_range + Z_root`` with the
+ground-truth root depth, are back-projected with the frame's ground-truth intrinsics, and are scored against the
+camera-frame ground truth after root alignment (MPJPE) and after similarity Procrustes (PA-MPJPE), overall and per
+action, in mm (:class:`sar.evaluation.mpjpe.Pose3DEvaluator`). With ``task.evaluation.mean_pose_baseline`` the
+metrics also hold ``MPJPE_mean_pose``: the MPJPE of predicting the mean training pose (root-relative) everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sar.evaluation.mpjpe import Pose3DEvaluator, back_project
+from sar.systems.topdown import TopDownSystem, apply_affine
+
+__all__ = ["Pose3DSystem"]
+
+
+class Pose3DSystem(TopDownSystem):
+    """3D human pose from one crop (docs/pose3d.md)."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.root_joint = int(self.cfg["task"]["root_joint"])
+        self.evaluator = Pose3DEvaluator(root=self.root_joint)
+        self._baseline: float | None = None
+
+    def setup(self, stage: str) -> None:
+        """Nothing to read up front: the ground truth travels with the validation samples."""
+
+    @torch.no_grad()
+    def predict_uvd(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, v, d) (B, K, 3) in RLE's frame and scores (B, K), with the flip pass when configured."""
+        outputs = self.model(images)
+        if not self.flip_test:
+            return self.codec.decode(outputs)
+        return self.codec.decode_flip(outputs, self.model(images.flip(-1)), self.flip_indices.tolist())
+
+    def camera_joints(self, uvd: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
+        """Camera-frame joints (B, K, 3) in mm of decoded (u, v, d), with the ground-truth root depth and intrinsics."""
+        pixels = apply_affine(meta["inv_warp"].to(uvd), self.codec.to_pixels(uvd)).double().cpu().numpy()
+        gt = meta["joints_cam"].double().cpu().numpy()
+        depth = uvd[..., 2].double().cpu().numpy() * self.codec.depth_range + gt[:, self.root_joint:self.root_joint + 1, 2]
+        f, c = meta["f"].double().cpu().numpy(), meta["c"].double().cpu().numpy()
+        return np.stack([back_project(pixels[i], depth[i], f[i], c[i]) for i in range(len(pixels))])
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        uvd, scores = self.predict_uvd(batch["image"])
+        meta = batch["meta"]
+        pred = self.camera_joints(uvd.float(), meta)
+        gt = meta["joints_cam"].double().cpu().numpy()
+        records = self._preds.setdefault(dataloader_idx, [])
+        for i in range(len(pred)):
+            records.append({"pred": pred[i], "gt": gt[i], "action": meta["action"][i], "imgname": meta["imgname"][i],
+                            "index": int(meta["index"][i])})
+        return {"uvd": uvd, "scores": scores}  # checked by sar.callbacks.FiniteGuard
+
+    def compute_metrics(self, preds: dict[int, list[dict]]) -> dict[str, float]:
+        """MPJPE / PA-MPJPE (mm), overall and per action; the predictions go to ``results_dir`` when set."""
+        records = preds.get(0, [])
+        metrics = self.evaluator.evaluate(records)
+        if bool(self.cfg["task"]["evaluation"]["mean_pose_baseline"]):
+            dm = self.trainer.datamodule if self._trainer is not None else None
+            if self._baseline is None and dm is not None and hasattr(dm, "mean_pose_baseline"):
+                self._baseline = float(dm.mean_pose_baseline())
+            if self._baseline is not None:
+                metrics["MPJPE_mean_pose"] = self._baseline
+        if self.results_dir is not None:
+            out = Path(self.results_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            rows = [{"imgname": r["imgname"], "action": r["action"], "pred_mm": np.round(r["pred"], 3).tolist()}
+                    for r in records]
+            (out / "results_pose3d.json").write_text(json.dumps(rows))
+        return metrics
+
+    # -- bench / table ---------------------------------------------------------------------------------------
+    @classmethod
+    def bench_sections(cls) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def table_layouts(cls) -> dict[str, Any]:
+        """The 3D table (src/sar/paper_results_pose3d.yaml: RLE's published numbers, labelled as RLE's)."""
+        from sar.table import load_paper_results
+
+        return load_paper_results(Path(__file__).resolve().parents[1] / "paper_results_pose3d.yaml")
