@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from sar.evaluation.base import ResultsEvaluator
+
 __all__ = ["Pose3DEvaluator", "back_project", "mpjpe", "pa_mpjpe", "procrustes_align"]
 
 
@@ -76,34 +78,49 @@ def pa_mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
-class Pose3DEvaluator:
+class Pose3DEvaluator(ResultsEvaluator):
     """MPJPE / PA-MPJPE (mm) of camera-frame predictions against the ground truth.
 
-    ``evaluate(records)``: each record holds ``pred`` (K, 3) and ``gt`` (K, 3) in mm, and ``action``. Returns
-    ``MPJPE``, ``PA_MPJPE`` (means over all poses), ``MPJPE_<action>`` / ``PA_MPJPE_<action>``, ``MPJPE_action_mean``
-    (the mean over actions, as the per-action tables report) and ``num_poses``. ``eval_joints``: the joints
-    scored (the 17 of Human3.6M); ``root``: the alignment joint (pelvis)."""
+    ``evaluate(records, out_dir)``: each record holds ``pred`` (K, 3) and ``gt`` (K, 3) in mm, ``action`` and
+    ``imgname``; records with a non-finite prediction are dropped and counted (``nonfinite_predictions``). The
+    results list (``imgname``, ``action``, ``pred_mm``, ``gt_mm``) goes to ``<out_dir>/results_keypoints.json``.
+    Metrics: ``MPJPE``, ``PA_MPJPE`` (means over all poses), ``MPJPE_<action>`` / ``PA_MPJPE_<action>``,
+    ``MPJPE_action_mean`` (the mean over actions, as per-action tables report) and ``num_poses``. ``eval_joints``:
+    the joints scored (all 17 of Human3.6M by default); ``root``: the alignment joint (pelvis)."""
+
+    ann_source = "the validation samples' 3D joints"
 
     def __init__(self, root: int = 0, eval_joints: Sequence[int] | None = None) -> None:
         self.root = int(root)
         self.eval_joints = None if eval_joints is None else [int(j) for j in eval_joints]
 
-    def evaluate(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        if not records:
+    def format_results(self, preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        results, dropped = [], 0
+        for r in preds:
+            pred = np.asarray(r["pred"], dtype=np.float64)
+            if not np.isfinite(pred).all():
+                dropped += 1
+                continue
+            results.append({"imgname": str(r.get("imgname", "")), "action": str(r.get("action", "")),
+                            "pred_mm": pred.tolist(),
+                            "gt_mm": np.asarray(r["gt"], dtype=np.float64).tolist()})
+        self.last_nonfinite = dropped
+        return results
+
+    def score(self, results: list[dict[str, Any]]) -> dict[str, float]:
+        if not results:
             raise ValueError("no predictions to evaluate")
-        pred = np.stack([np.asarray(r["pred"], dtype=np.float64) for r in records])
-        gt = np.stack([np.asarray(r["gt"], dtype=np.float64) for r in records])
+        pred = np.stack([np.asarray(r["pred_mm"], dtype=np.float64) for r in results])
+        gt = np.stack([np.asarray(r["gt_mm"], dtype=np.float64) for r in results])
         per_pose = _per_joint_root_aligned(pred, gt, self.root)
         if self.eval_joints is not None:
             per_pose = per_pose[:, self.eval_joints]
-            pred_pa, gt_pa = pred[:, self.eval_joints], gt[:, self.eval_joints]
-        else:
-            pred_pa, gt_pa = pred, gt
+            pred, gt = pred[:, self.eval_joints], gt[:, self.eval_joints]
         p1 = per_pose.mean(axis=1)
-        p2 = np.array([np.linalg.norm(procrustes_align(p, g) - g, axis=-1).mean() for p, g in zip(pred_pa, gt_pa,
+        p2 = np.array([np.linalg.norm(procrustes_align(p, g) - g, axis=-1).mean() for p, g in zip(pred, gt,
                                                                                                    strict=True)])
-        out = {"MPJPE": float(p1.mean()), "PA_MPJPE": float(p2.mean()), "num_poses": float(len(records))}
-        actions = np.array([str(r.get("action", "")) for r in records])
+        out = {"MPJPE": float(p1.mean()), "PA_MPJPE": float(p2.mean()), "num_poses": float(len(results))}
+        actions = np.array([r["action"] for r in results])
         names = sorted(set(actions) - {""})
         for name in names:
             sel = actions == name

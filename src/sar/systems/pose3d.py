@@ -11,7 +11,6 @@ metrics also hold ``MPJPE_mean_pose``: the MPJPE of predicting the mean training
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,18 @@ import torch
 from sar.evaluation.mpjpe import Pose3DEvaluator, back_project
 from sar.systems.topdown import TopDownSystem, apply_affine
 
-__all__ = ["Pose3DSystem"]
+__all__ = ["Pose3DSystem", "camera_joints"]
+
+
+def camera_joints(codec: Any, uvd: torch.Tensor, meta: dict[str, Any], root_joint: int = 0) -> np.ndarray:
+    """Camera-frame joints (B, K, 3) in mm of decoded (u, v, d) (B, K, 3): u, v to image pixels by the crop's
+    ``meta["inv_warp"]``, depth ``d * codec.depth_range`` plus the ground-truth root depth of ``meta["joints_cam"]``,
+    back-projected with the frame's intrinsics ``meta["f"]``, ``meta["c"]``."""
+    pixels = apply_affine(meta["inv_warp"].to(uvd), codec.to_pixels(uvd)).double().cpu().numpy()
+    gt = meta["joints_cam"].double().cpu().numpy()
+    depth = uvd[..., 2].double().cpu().numpy() * codec.depth_range + gt[:, root_joint:root_joint + 1, 2]
+    f, c = meta["f"].double().cpu().numpy(), meta["c"].double().cpu().numpy()
+    return np.stack([back_project(pixels[i], depth[i], f[i], c[i]) for i in range(len(pixels))])
 
 
 class Pose3DSystem(TopDownSystem):
@@ -44,18 +54,10 @@ class Pose3DSystem(TopDownSystem):
             return self.codec.decode(outputs)
         return self.codec.decode_flip(outputs, self.model(images.flip(-1)), self.flip_indices.tolist())
 
-    def camera_joints(self, uvd: torch.Tensor, meta: dict[str, Any]) -> np.ndarray:
-        """Camera-frame joints (B, K, 3) in mm of decoded (u, v, d), with the ground-truth root depth and intrinsics."""
-        pixels = apply_affine(meta["inv_warp"].to(uvd), self.codec.to_pixels(uvd)).double().cpu().numpy()
-        gt = meta["joints_cam"].double().cpu().numpy()
-        depth = uvd[..., 2].double().cpu().numpy() * self.codec.depth_range + gt[:, self.root_joint:self.root_joint + 1, 2]
-        f, c = meta["f"].double().cpu().numpy(), meta["c"].double().cpu().numpy()
-        return np.stack([back_project(pixels[i], depth[i], f[i], c[i]) for i in range(len(pixels))])
-
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         uvd, scores = self.predict_uvd(batch["image"])
         meta = batch["meta"]
-        pred = self.camera_joints(uvd.float(), meta)
+        pred = camera_joints(self.codec, uvd.float(), meta, self.root_joint)
         gt = meta["joints_cam"].double().cpu().numpy()
         records = self._preds.setdefault(dataloader_idx, [])
         for i in range(len(pred)):
@@ -64,21 +66,15 @@ class Pose3DSystem(TopDownSystem):
         return {"uvd": uvd, "scores": scores}  # checked by sar.callbacks.FiniteGuard
 
     def compute_metrics(self, preds: dict[int, list[dict]]) -> dict[str, float]:
-        """MPJPE / PA-MPJPE (mm), overall and per action; the predictions go to ``results_dir`` when set."""
-        records = preds.get(0, [])
-        metrics = self.evaluator.evaluate(records)
+        """MPJPE / PA-MPJPE (mm), overall and per action (and ``nonfinite_predictions``); the results list goes to
+        ``results_dir`` when set (``results_keypoints.json``)."""
+        metrics = self.evaluator.evaluate(preds.get(0, []), self.results_dir, prefix="results")
         if bool(self.cfg["task"]["evaluation"]["mean_pose_baseline"]):
             dm = self.trainer.datamodule if self._trainer is not None else None
             if self._baseline is None and dm is not None and hasattr(dm, "mean_pose_baseline"):
                 self._baseline = float(dm.mean_pose_baseline())
             if self._baseline is not None:
                 metrics["MPJPE_mean_pose"] = self._baseline
-        if self.results_dir is not None:
-            out = Path(self.results_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            rows = [{"imgname": r["imgname"], "action": r["action"], "pred_mm": np.round(r["pred"], 3).tolist()}
-                    for r in records]
-            (out / "results_pose3d.json").write_text(json.dumps(rows))
         return metrics
 
     # -- bench / table ---------------------------------------------------------------------------------------

@@ -109,8 +109,10 @@ def load_h36m(ann_file: PathLike, image_root: PathLike, camera_file: PathLike,
     """The records of a ``*_body3d.npz`` kept by ``protocol`` (all when None), in file order.
 
     A record: ``image_path``, ``imgname``, ``index`` (in the file), ``subject``, ``action``, ``trial``, ``camera``,
-    ``frame``, ``bbox`` (xywh: the square of side ``200 * scale`` around ``center``), ``keypoints`` (17, 2 pixels,
-    0-based as written), ``visible`` (17,), ``joints_cam`` (17, 3, **mm**), ``f`` (2,), ``c`` (2,)."""
+    ``frame``, ``bbox`` (xywh: the square of side ``200 * scale`` around ``center``), ``keypoints`` (17, 2 pixels: the
+    pinhole projection of the 3D joints with the camera's ``f``, ``c``, RLE's ``cam2pixel``, so that 2D targets and
+    the back-projection agree exactly), ``part`` (17, 2: the file's 2D parts, which include the lens distortion, up to
+    2.2 px away on the real sample), ``visible`` (17,), ``joints_cam`` (17, 3, **mm**), ``f`` (2,), ``c`` (2,)."""
     try:
         data = np.load(ann_file, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -148,8 +150,9 @@ def load_h36m(ann_file: PathLike, image_root: PathLike, camera_file: PathLike,
         records.append({
             "image_path": str(Path(image_root) / name), "imgname": name, "index": i, **info,
             "bbox": np.array([center[i, 0] - side / 2, center[i, 1] - side / 2, side, side], dtype=np.float64),
-            "keypoints": part[i, :, :2].copy(), "visible": (part[i, :, 2] > 0).astype(np.float32),
-            "joints_cam": joints[i, :, :3] * 1000.0, "f": cam["f"], "c": cam["c"],
+            "keypoints": joints[i, :, :2] / joints[i, :, 2:3] * cam["f"] + cam["c"], "part": part[i, :, :2].copy(),
+            "visible": (part[i, :, 2] > 0).astype(np.float32), "joints_cam": joints[i, :, :3] * 1000.0,
+            "f": cam["f"], "c": cam["c"],
         })
     return records
 
