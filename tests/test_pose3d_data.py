@@ -114,7 +114,7 @@ def test_mpii_joints_onto_h36m(shared_data: Path) -> None:
     assert (kp[0] == mpii[6]).all() and (kp[3] == mpii[0]).all() and (kp[10] == mpii[9]).all()  # pelvis, r_foot, head
     assert (kp[13] == mpii[15]).all() and (kp[16] == mpii[10]).all()  # l_wrist, r_wrist
     assert vis[7] == vis[9] == 0 and vis.sum() == 15  # spine and neck_base: no MPII joint
-    dm = Pose3DDataModule({"name": "t", "root": None, "train_ann": "", "val_ann": "", "images": "", "cameras": "",
+    dm = Pose3DDataModule({"name": "t", "format": "h36m", "root": None, "train_ann": "", "val_ann": "", "images": "", "cameras": "",
                            "protocol": PROTOCOL, "aux_ratio": 0.5, "batch_size": 1, "val_batch_size": 1,
                            "num_workers": 0, "aux": {"name": "mpii", "format": "mpii", "root": str(shared_data / "mpii"),
                                                      "ann": "test_mpii.json", "images": "."}}, SPEC, None, {})

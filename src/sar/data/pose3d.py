@@ -173,7 +173,7 @@ class Pose3DDataModule(pl.LightningDataModule):
     generated when ``dataset.root`` is null) under the protocol ``dataset.protocol``, plus the optional 2D
     auxiliary set ``dataset.aux`` mixed in at ``dataset.aux_ratio``."""
 
-    CONFIG_KEYS = ("name", "root", "train_ann", "val_ann", "images", "cameras", "protocol", "aux", "aux_ratio",
+    CONFIG_KEYS = ("name", "format", "root", "train_ann", "val_ann", "images", "cameras", "protocol", "aux", "aux_ratio",
                    "batch_size", "val_batch_size", "num_workers")
 
     def __init__(self, dataset_cfg: Mapping[str, Any], spec: Any, codec: Any, augmentation: Mapping[str, Any],
@@ -182,12 +182,19 @@ class Pose3DDataModule(pl.LightningDataModule):
         self.cfg = dict(dataset_cfg)
         for key in self.CONFIG_KEYS:
             require(self.cfg, key, "dataset")
+        if self.cfg["format"] != "h36m":
+            raise ValueError(f"task=pose3d reads the Human3.6M format (dataset.format: h36m); dataset "
+                             f"{self.cfg['name']} has format {self.cfg['format']!r}")
         self.spec, self.codec, self.padding, self.seed = spec, codec, float(padding), int(seed)
         self.augmentation = Pose3DAug.from_mapping(augmentation)
         self.root: Path | None = None
         self.train_set: Dataset | None = None
         self.val_sets: list[Pose3DDataset] = []
         self.val_ann_file = None  # no COCO-style evaluator file: the system scores MPJPE itself
+
+    @property
+    def format(self) -> str:
+        return str(self.cfg["format"])
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any], system: Any) -> Pose3DDataModule:
