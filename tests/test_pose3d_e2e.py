@@ -51,3 +51,10 @@ def test_tiny_pose3d_run(head: str, tmp_path_factory: pytest.TempPathFactory) ->
     assert type(system).__name__ == "Pose3DSystem" and system.cfg["head"]["name"] == head
     uvd, scores = system.predict_uvd(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     assert uvd.shape == (2, 17, 3) and scores.shape == (2, 17) and torch.isfinite(uvd).all()
+    if head == "sar":  # `python -m sar.evaluate ckpt=...` rebuilds the task from the checkpoint: the same numbers
+        from sar.evaluate import run as evaluate
+
+        with initialize_config_module(config_module="sar.conf", version_base="1.3"):
+            eval_cfg = compose(config_name="evaluate", overrides=[f"ckpt={tmp / 'run' / 'checkpoints' / 'last.ckpt'}"])
+        again = evaluate(eval_cfg, tmp / "eval", None)
+        assert again["MPJPE"] == pytest.approx(metrics["MPJPE"]) and again["evaluator"] == "pose3d"

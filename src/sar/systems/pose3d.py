@@ -5,7 +5,7 @@ Network, loss, optimiser, flip pass, DDP gathering and logging are the top-down 
 crop become image pixels (the crop's inverse warp) and an absolute depth ``Z = d * depth_range + Z_root`` with the
 ground-truth root depth, are back-projected with the frame's ground-truth intrinsics, and are scored against the
 camera-frame ground truth after root alignment (MPJPE) and after similarity Procrustes (PA-MPJPE), overall and per
-action, in mm (:class:`sar.evaluation.mpjpe.Pose3DEvaluator`). With ``task.evaluation.mean_pose_baseline`` the
+action, in mm (``dataset.evaluator``: :class:`sar.evaluation.mpjpe.Pose3DEvaluator`). With ``task.evaluation.mean_pose_baseline`` the
 metrics also hold ``MPJPE_mean_pose``: the MPJPE of predicting the mean training pose (root-relative) everywhere.
 """
 
@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sar.evaluation.mpjpe import Pose3DEvaluator, back_project
+from sar.evaluation.mpjpe import back_project
 from sar.systems.topdown import TopDownSystem, apply_affine
+from sar.utils.instantiate import build
 
 __all__ = ["Pose3DSystem", "camera_joints"]
 
@@ -40,7 +41,7 @@ class Pose3DSystem(TopDownSystem):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.root_joint = int(self.cfg["task"]["root_joint"])
-        self.evaluator = Pose3DEvaluator(root=self.root_joint)
+        self.evaluator = build(self.cfg["dataset"]["evaluator"], "dataset.evaluator", root=self.root_joint)
         self._baseline: float | None = None
 
     def setup(self, stage: str) -> None:
