@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_module
 from sar.train import run
 from sar.utils.checkpoint import load_system
 
-HEADS = ("sar", "rle", "regression")
+HEADS = ("sar", "rle", "regression", "integral")
 
 
 def tiny(data: Path, head: str, *extra: str):

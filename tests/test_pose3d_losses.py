@@ -89,3 +89,18 @@ def test_3d_flow_with_zero_couplings_is_the_standard_normal() -> None:
     expected = -0.5 * (x * x).sum(1) - 1.5 * math.log(2 * math.pi)
     torch.testing.assert_close(flow.log_prob(x), expected)
     assert flow.masks.tolist() == [[0, 0, 1], [1, 1, 0]] * 3
+
+
+def test_integral_head_soft_argmax() -> None:
+    from sar.models.heads.pose3d import IntegralHead
+
+    head = IntegralHead(in_channels=1, num_keypoints=1, depth_bins=4)
+    torch.nn.init.zeros_(head.conv.weight)
+    x = torch.zeros(1, 1, 2, 8)
+    uniform = head(x)["coords"][0, 0]  # the mean of the grid: u = mean(j / 8) - 0.5, v = mean(i / 2) - 0.5, d = 0
+    torch.testing.assert_close(uniform, torch.tensor([3.5 / 8 - 0.5, 0.25 - 0.5, 0.0]))
+    with torch.no_grad():
+        head.conv.weight[2, 0] = 100.0  # depth bin 2 fires where the input is 1
+    x[0, 0, 1, 5] = 1.0
+    peaked = head(x)["coords"][0, 0]
+    torch.testing.assert_close(peaked, torch.tensor([5 / 8 - 0.5, 1 / 2 - 0.5, 2.5 / 4 - 0.5]), atol=1e-4, rtol=0)

@@ -12,7 +12,7 @@ from torch import nn
 from sar.models.heads.regression import NormLinear
 from sar.models.heads.sar import FOCAL_PRIOR_BIAS
 
-__all__ = ["RLE3DHead", "Regression3DHead", "SAR3DHead"]
+__all__ = ["IntegralHead", "RLE3DHead", "Regression3DHead", "SAR3DHead"]
 
 
 class SAR3DHead(nn.Module):
@@ -76,3 +76,30 @@ class RLE3DHead(nn.Module):
         feat = x.mean(dim=(2, 3))
         return {"coords": self.fc_coord(feat).reshape(b, self.num_keypoints, 3),
                 "sigma": torch.sigmoid(self.fc_sigma(feat)).reshape(b, self.num_keypoints, 3)}
+
+
+class IntegralHead(nn.Module):
+    """Integral pose regression (Sun et al. 2018; RLE's Table 8 "Integral pose"): a 1x1 conv to K x D volumetric
+    heatmap logits on the (deconv) map, a softmax over each joint's D x H x W volume and its expectation (soft-argmax):
+    ``u = E[j / W] - 0.5``, ``v = E[i / H] - 0.5`` (the SAR grid convention) and ``d = E[(z + 0.5) / D] - 0.5``
+    (depth bins spanning [-0.5, 0.5] of RLE's frame). ``{"coords": (B, K, 3)}``: trained with the direct 3D L1 loss
+    and decoded as direct regression. ``depth_bins``: D (64 in Sun et al.)."""
+
+    def __init__(self, in_channels: int, num_keypoints: int, depth_bins: int = 64) -> None:
+        super().__init__()
+        self.num_keypoints, self.depth_bins = num_keypoints, int(depth_bins)
+        self.conv = nn.Conv2d(in_channels, num_keypoints * self.depth_bins, 1)
+        nn.init.normal_(self.conv.weight, std=0.001)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, _, h, w = x.shape
+        k, d = self.num_keypoints, self.depth_bins
+        prob = torch.softmax(self.conv(x).reshape(b, k, d * h * w), dim=-1).reshape(b, k, d, h, w)
+        zs = (torch.arange(d, device=x.device, dtype=prob.dtype) + 0.5) / d - 0.5
+        ys = torch.arange(h, device=x.device, dtype=prob.dtype) / h - 0.5
+        xs = torch.arange(w, device=x.device, dtype=prob.dtype) / w - 0.5
+        u = (prob.sum(dim=(2, 3)) * xs).sum(-1)
+        v = (prob.sum(dim=(2, 4)) * ys).sum(-1)
+        dd = (prob.sum(dim=(3, 4)) * zs).sum(-1)
+        return {"coords": torch.stack([u, v, dd], dim=-1)}
