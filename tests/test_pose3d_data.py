@@ -120,6 +120,12 @@ def test_mpii_joints_onto_h36m(shared_data: Path) -> None:
                                                      "ann": "test_mpii.json", "images": "."}}, SPEC, None, {})
     people = dm.aux_records()
     assert len(people) == 5 and all(p["joints_cam"] is None and p["visible"][7] == 0 for p in people)
+    coco = np.arange(17 * 2, dtype=float).reshape(17, 2)
+    kp, vis = map_aux_joints(coco, np.ones(17), "coco")  # RLE's s_coco_2_hm36_jt: no pelvis, spine, thorax, head
+    assert (kp[1] == coco[12]).all() and (kp[9] == coco[0]).all() and vis[[0, 7, 8, 10]].sum() == 0 and vis.sum() == 13
+    dm.cfg["aux"] = {"name": "coco", "format": "coco", "root": str(shared_data / "coco"), "ann": "test_coco.json",
+                     "images": "."}
+    assert len(dm.aux_records()) == 12  # the sample's people with keypoints
 
 
 def _batch(records: list[dict], codec, train: bool = False, aug=None) -> dict:
