@@ -58,3 +58,25 @@ def test_tiny_pose3d_run(head: str, tmp_path_factory: pytest.TempPathFactory) ->
             eval_cfg = compose(config_name="evaluate", overrides=[f"ckpt={tmp / 'run' / 'checkpoints' / 'last.ckpt'}"])
         again = evaluate(eval_cfg, tmp / "eval", None)
         assert again["MPJPE"] == pytest.approx(metrics["MPJPE"]) and again["evaluator"] == "pose3d"
+
+
+def test_bench_section_runs_every_head_and_formats_its_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`python -m sar.bench pose3d --task pose3d`: one sar.train run per head (stubbed here: each writes its
+    metrics.json), a markdown table with the mean-pose ratio."""
+    import subprocess
+
+    from sar.bench import _table, task_sections
+    from sar.systems import pose3d
+
+    def fake_run(cmd: list[str], check: bool) -> None:
+        run_dir = Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"MPJPE": 60.0, "PA_MPJPE": 40.0, "MPJPE_mean_pose": 150.0,
+                                                          "train_seconds": 1.0}))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert set(task_sections("pose3d")) == {"pose3d"}
+    result = pose3d.bench_heads([], heads=("sar", "rle"))
+    table = _table("pose3d", result)
+    assert set(result["runs"]) == {"sar", "rle"} and "| sar | 60.0 | 40.0 | 150.0 | 0.40 |" in table

@@ -11,6 +11,7 @@ metrics also hold ``MPJPE_mean_pose``: the MPJPE of predicting the mean training
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,41 @@ class Pose3DSystem(TopDownSystem):
     # -- bench / table ---------------------------------------------------------------------------------------
     @classmethod
     def bench_sections(cls) -> dict[str, Any]:
-        return {}
+        """``python -m sar.bench pose3d --task pose3d [--write BENCHMARKS.md] [--fresh-data] [overrides]``: the
+        embedded default trained with each head under the same budget (:func:`bench_heads`)."""
+        return {"pose3d": lambda args: bench_heads(args.overrides, fresh_data=args.fresh_data)}
+
+
+BENCH_HEADS = ("sar", "rle", "regression", "integral")
+
+
+def bench_heads(extra: list[str], fresh_data: bool = False, heads: tuple[str, ...] = BENCH_HEADS) -> dict[str, Any]:
+    """``python -m sar.train task=pose3d head=<h>`` for every head (same defaults, same budget), each in a new
+    ``outputs/bench/<stamp>-pose3d-<h>``; returns the runs and their markdown table (MPJPE, PA-MPJPE, the mean-pose
+    baseline, train and wall seconds, command)."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    if fresh_data:
+        extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    runs: dict[str, Any] = {}
+    for head in heads:
+        run_dir = Path("outputs") / "bench" / f"{stamp}-pose3d-{head}"
+        cmd = [sys.executable, "-m", "sar.train", "task=pose3d", f"head={head}", f"hydra.run.dir={run_dir}", *extra]
+        t0 = time.time()
+        subprocess.run(cmd, check=True)
+        m = json.loads((run_dir / "metrics.json").read_text())
+        runs[head] = {"command": "python -m sar.train " + " ".join(cmd[3:]), "wall_s": round(time.time() - t0, 1),
+                      **{k: m[k] for k in ("MPJPE", "PA_MPJPE", "MPJPE_mean_pose", "train_seconds")}}
+    rows = ["| head | MPJPE (mm) | PA-MPJPE (mm) | mean-pose MPJPE (mm) | ratio | train s | wall s | command |",
+            "|---" * 8 + "|"]
+    for head, r in runs.items():
+        rows.append(f"| {head} | {r['MPJPE']:.1f} | {r['PA_MPJPE']:.1f} | {r['MPJPE_mean_pose']:.1f} | "
+                    f"{r['MPJPE'] / r['MPJPE_mean_pose']:.2f} | {r['train_seconds']} | {r['wall_s']} | `{r['command']}` |")
+    return {"runs": runs, "markdown": "\n".join(rows) + "\n"}
 
     @classmethod
     def table_layouts(cls) -> dict[str, Any]:
