@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from sar import stored_config
 from sar.build import build_datamodule, build_system
 from sar.data.datamodule import TopDownDataModule
+from sar.data.pose3d import Pose3DDataModule
 from sar.data.spec import load_spec
 from sar.data.topdown import AugConfig
 from sar.evaluate import build_run_config, evaluation_knobs
@@ -98,7 +99,8 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path, no_
 
     system = build_system(config)
     datamodule = build_datamodule(config, system)
-    assert isinstance(datamodule, TopDownDataModule) and datamodule.spec is system.spec
+    # every shipped task's DataModule is the top-down one's or task=pose3d's (its own files and loaders)
+    assert isinstance(datamodule, (TopDownDataModule, Pose3DDataModule)) and datamodule.spec is system.spec
     assert datamodule.format == config["dataset"]["format"]
     optimisers = system.configure_optimizers()
     assert optimisers["optimizer"].param_groups
@@ -124,7 +126,8 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path, no_
 def test_dataset_option_composes(option: str, no_stored_fallbacks: None) -> None:
     """Only the synthetic dataset has data here: compose, resolve, load the keypoint spec, and build the
     DataModule (which checks its keys and touches no file before setup)."""
-    config = to_container(composed(f"dataset={option}"))
+    task = ("task=pose3d",) if option in ("h36m", "synthetic_h36m") else ()  # the Human3.6M formats: task=pose3d
+    config = to_container(composed(f"dataset={option}", *task))
     spec = load_spec(config["dataset"]["spec"])
     datamodule = build_datamodule(config, SimpleNamespace(spec=spec, codec=None))
     assert datamodule.spec is spec and datamodule.format == config["dataset"]["format"]

@@ -50,9 +50,10 @@ def test_all_rows_present() -> None:
     expected |= {"coco_r50_sar_released", "coco_hrnet_w48_sar_released", "wholebody_hrnet_w48_sar_released"}
     expected |= {f"bottomup_{d}_hrnet_w32_{h}" for d in ("coco", "crowdpose") for h in ("sar_center", "sar_ae", "ae",
                                                                                          "dekr")}
+    expected |= {f"h36m_r50_{h}" for h in ("sar", "rle", "regression", "integral")}
     assert set(EXPERIMENTS) == expected
     assert set(RECIPES) == {"topdown_released", "rle", "vitpose_s", "supp_ablation", "bottomup_coco",
-                            "bottomup_crowdpose"}
+                            "bottomup_crowdpose", "h36m_rle"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -118,6 +119,14 @@ def test_experiment_composes_with_its_recipe(name: str) -> None:
         assert (o["milestones"], t["max_epochs"]) == (([200, 260], 300) if crowdpose else ([90, 120], 140))
         assert cfg["dataset"]["batch_size"] * t["devices"] == o["base_batch_size"] == 40
         assert cfg["dataset"]["name"] == ("crowdpose" if crowdpose else "coco") and backbone == "hrnet_w32"
+        return
+    if name.startswith("h36m_"):  # the supplementary's 3D recipe (RLE's codebase), MPII + Human3.6M
+        assert (cfg["task"]["name"], cfg["input_size"], o["lr"], o["milestones"], t["max_epochs"]) == (
+            "pose3d", [256, 256], 1e-3, [90, 120], 140)
+        assert cfg["dataset"]["batch_size"] * t["devices"] == o["base_batch_size"] == 256
+        assert cfg["dataset"]["name"] == "h36m" and cfg["dataset"]["aux"]["format"] == "mpii"
+        assert cfg["dataset"]["aux_ratio"] == 0.5 and t["gradient_clip_val"] == 1.0 and cfg["task"]["flip_test"]
+        assert backbone == "resnet50" and deconv == ("auto" if head in ("sar", "integral") else 0)  # auto: 3 on R-50
         return
     if name.startswith("ablation_"):
         assert (o["lr"], t["max_epochs"], cfg["task"]["flip_test"]) == (1e-3, 140, False)

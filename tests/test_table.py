@@ -133,10 +133,11 @@ def test_paper_table_without_runs(tmp_path: Path) -> None:
 def test_paper_results_rows_match_experiment_files() -> None:
     """Each row of every task's layouts names an experiment file whose `table` tag points back at that row."""
     from sar.systems.bottomup import BottomUpSystem
+    from sar.systems.pose3d import Pose3DSystem
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "experiment"
-    layouts = {**load_paper_results(), **BottomUpSystem.table_layouts()}
-    assert {"bottomup_coco", "bottomup_crowdpose", "coco_released"} <= set(layouts)
+    layouts = {**load_paper_results(), **BottomUpSystem.table_layouts(), **Pose3DSystem.table_layouts()}
+    assert {"bottomup_coco", "bottomup_crowdpose", "coco_released", "h36m_r50"} <= set(layouts)
     for name, spec in layouts.items():
         for row in spec["rows"]:
             text = (conf / f"{row['experiment']}.yaml").read_text()

@@ -1,4 +1,5 @@
-"""2-D RealNVP density used by the RLE loss (Li et al., ICCV 2021; docs/heads.md).
+"""RealNVP density used by the RLE losses (Li et al., ICCV 2021; docs/heads.md): 2-D (top-down) and 3-D
+(task=pose3d, RLE's ``regression_nf_3d``: masks ``[0, 0, 1]`` / ``[1, 1, 0]``, MLPs 3-64-64-3).
 
 The flow models the density ``G_phi`` of the scaled residual ``eps = (mu_hat - mu) / sigma``. It is a stack
 of affine coupling layers: layer ``i`` keeps the coordinate selected by its binary mask ``m_i`` and
@@ -25,15 +26,17 @@ from torch import nn
 __all__ = ["RealNVP"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+#: The coupling masks of one layer pair, per dimension.
+_MASKS = {2: ((0.0, 1.0), (1.0, 0.0)), 3: ((0.0, 0.0, 1.0), (1.0, 1.0, 0.0))}
 
 
-def _mlp(hidden: int, tanh: bool) -> nn.Sequential:
+def _mlp(hidden: int, tanh: bool, dim: int = 2) -> nn.Sequential:
     layers: list[nn.Module] = [
-        nn.Linear(2, hidden),
+        nn.Linear(dim, hidden),
         nn.LeakyReLU(),
         nn.Linear(hidden, hidden),
         nn.LeakyReLU(),
-        nn.Linear(hidden, 2),
+        nn.Linear(hidden, dim),
     ]
     if tanh:
         layers.append(nn.Tanh())
@@ -41,21 +44,26 @@ def _mlp(hidden: int, tanh: bool) -> nn.Sequential:
 
 
 class RealNVP(nn.Module):
-    """RealNVP on 2-D points.
+    """RealNVP on 2-D (or 3-D) points.
 
     Args:
-        num_pairs: number of coupling-layer pairs (masks ``[0, 1]`` then ``[1, 0]``); 3 in RLE.
+        num_pairs: number of coupling-layer pairs (masks ``[0, 1]`` then ``[1, 0]``; in 3-D ``[0, 0, 1]`` then
+            ``[1, 1, 0]``); 3 in RLE.
         hidden: hidden width of the s and t MLPs; 64 in RLE.
+        dim: 2 or 3.
     """
 
-    def __init__(self, num_pairs: int = 3, hidden: int = 64) -> None:
+    def __init__(self, num_pairs: int = 3, hidden: int = 64, dim: int = 2) -> None:
         super().__init__()
         if num_pairs < 1:
             raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
-        masks = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).repeat(num_pairs, 1)  # (2 * num_pairs, 2)
+        if dim not in _MASKS:
+            raise ValueError(f"dim must be 2 or 3, got {dim}")
+        self.dim = int(dim)
+        masks = torch.tensor(_MASKS[dim]).repeat(num_pairs, 1)  # (2 * num_pairs, dim)
         self.register_buffer("masks", masks)
-        self.s = nn.ModuleList([_mlp(hidden, tanh=True) for _ in range(len(masks))])
-        self.t = nn.ModuleList([_mlp(hidden, tanh=False) for _ in range(len(masks))])
+        self.s = nn.ModuleList([_mlp(hidden, tanh=True, dim=dim) for _ in range(len(masks))])
+        self.t = nn.ModuleList([_mlp(hidden, tanh=False, dim=dim) for _ in range(len(masks))])
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -90,7 +98,7 @@ class RealNVP(nn.Module):
         return z, log_det
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``log G(x)`` (N,) for points ``x`` (N,2)."""
+        """``log G(x)`` (N,) for points ``x`` (N, dim)."""
         z, log_det = self.inverse(x)
-        prior = -0.5 * (z * z).sum(dim=1) - _LOG_2PI
+        prior = -0.5 * (z * z).sum(dim=1) - 0.5 * self.dim * _LOG_2PI
         return prior + log_det
