@@ -24,13 +24,12 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from sar.data import transforms as T
 from sar.data.datamodule import TopDownDataModule, resolve_dataset_root
 from sar.data.formats.coco import load_coco_people
 from sar.data.image_check import check_record_images
-from sar.data.topdown import _limit_worker_threads, _to_tensor, read_image
+from sar.data.topdown import SeededDataset, _to_tensor, read_image
 from sar.utils.config_keys import require
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ def ignore_mask(regions: Sequence[Mapping[str, Any]], width: int, height: int) -
     return out
 
 
-class BottomUpDataset(Dataset):
+class BottomUpDataset(SeededDataset):
     """Whole-image samples from :func:`sar.data.formats.coco.load_coco_people` records.
 
     ``codec``: the configured multi-person codec (``input_size`` (S, S), ``heatmap_size`` (S/r, S/r),
@@ -119,12 +118,6 @@ class BottomUpDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        _limit_worker_threads()
-        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
-        rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
-        return self.get_sample(index, rng)
 
     def warp_for(self, record: Mapping[str, Any], rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
         """The image -> input affine of a sample (augmented when ``rng`` is given) and whether it is flipped."""

@@ -79,6 +79,24 @@ def resolve_dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
     return ensure_synthetic(synthetic_config(dataset_cfg), Path(str(cache_dir)).expanduser(), fmt=fmt)
 
 
+def resumable_train_loader(dm: pl.LightningDataModule, dataset: Any, collate_fn: Any = None) -> ResumableLoader:
+    """The training loader of a DataModule with ``cfg`` (``batch_size``, ``num_workers``) and ``seed``: shuffled by
+    (seed, epoch), drop_last, and resumable mid-epoch from the attached trainer's (epoch, batches processed), which
+    every checkpoint saves (sar.data.sampler)."""
+
+    def progress() -> tuple[int, int]:
+        trainer = dm.trainer
+        if trainer is None:
+            return 0, 0
+        return int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+    workers = int(dm.cfg["num_workers"])
+    kwargs = {} if collate_fn is None else {"collate_fn": collate_fn}
+    return ResumableLoader(dataset, batch_size=int(dm.cfg["batch_size"]), sampler=EpochSampler(len(dataset), dm.seed),
+                           num_workers=workers, drop_last=True, persistent_workers=workers > 0, progress=progress,
+                           **kwargs)
+
+
 class TopDownDataModule(pl.LightningDataModule):
     """``dataset_cfg`` must hold every key of :data:`CONFIG_KEYS` (checked here: a missing one raises naming it,
     ``dataset.<key>``); ``headbox_file`` too with ``format: mpii``, and ``synthetic`` and ``cache_dir`` when
@@ -330,18 +348,7 @@ class TopDownDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by (seed, epoch) and resumable mid-epoch (sar.data.sampler)."""
-        workers = int(self.cfg["num_workers"])
-        return ResumableLoader(
-            self.train_set, batch_size=int(self.cfg["batch_size"]), sampler=EpochSampler(len(self.train_set), self.seed),
-            num_workers=workers, drop_last=True, persistent_workers=workers > 0, progress=self._train_progress,
-        )
-
-    def _train_progress(self) -> tuple[int, int]:
-        """(epoch, batches processed in it) of the attached trainer, saved with every checkpoint."""
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 0
-        return int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return resumable_train_loader(self, self.train_set)
 
     def val_dataloader(self) -> list[DataLoader]:
         bs = int(self.cfg["val_batch_size"])

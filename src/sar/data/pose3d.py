@@ -24,10 +24,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sar.data import transforms as T
+from sar.data.datamodule import resumable_train_loader
 from sar.data.formats.h36m import H36MProtocol, load_h36m
 from sar.data.image_check import check_record_images
-from sar.data.sampler import EpochSampler, ResumableLoader
-from sar.data.topdown import _limit_worker_threads, _to_tensor, read_image
+from sar.data.topdown import SeededDataset, _to_tensor, read_image
 from sar.utils.config_keys import require
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Pose3DAug:
         return cls(**{k: float(v) for k, v in cfg.items()})
 
 
-class Pose3DDataset(Dataset):
+class Pose3DDataset(SeededDataset):
     """Crops of records from :func:`sar.data.formats.h36m.load_h36m` (3D) or 2D auxiliary records (no
     ``joints_cam``). ``codec``: a :mod:`sar.codecs.pose3d` codec; ``spec``: the ``h36m`` spec (flip pairs)."""
 
@@ -88,12 +88,6 @@ class Pose3DDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        _limit_worker_threads()
-        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
-        rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
-        return self.get_sample(index, rng)
 
     def get_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
         r = self.records[int(index)]
@@ -288,17 +282,7 @@ class Pose3DDataModule(pl.LightningDataModule):
                              padding=self.padding, seed=self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        workers = int(self.cfg["num_workers"])
-        return ResumableLoader(self.train_set, batch_size=int(self.cfg["batch_size"]),
-                               sampler=EpochSampler(len(self.train_set), self.seed), num_workers=workers,
-                               drop_last=True, persistent_workers=workers > 0, progress=self._train_progress,
-                               collate_fn=_collate)
-
-    def _train_progress(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 0
-        return int(trainer.current_epoch), int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        return resumable_train_loader(self, self.train_set, collate_fn=_collate)
 
     def val_dataloader(self) -> list[DataLoader]:
         workers = int(self.cfg["num_workers"])

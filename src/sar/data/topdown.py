@@ -134,7 +134,26 @@ def read_image(path: str, image_id: int | None = None) -> np.ndarray:
     return image
 
 
-class TopDownDataset(Dataset):
+class SeededDataset(Dataset):
+    """A dataset read as ``dataset[index]`` or ``dataset[(index, epoch)]`` (what the training sampler yields):
+    :meth:`get_sample` draws a training sample's augmentation from ``np.random.default_rng([seed, epoch, index])``,
+    so a sample depends on (seed, epoch, index) only (resumable, worker-independent). Subclasses set ``seed`` and
+    ``train`` and implement ``get_sample(index, rng)``."""
+
+    seed: int
+    train: bool
+
+    def get_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        _limit_worker_threads()
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
+        rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
+        return self.get_sample(index, rng)
+
+
+class TopDownDataset(SeededDataset):
     """Top-down pose samples from instance records (see ``docs/contracts.md``).
 
     Args:
@@ -208,16 +227,7 @@ class TopDownDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    # -- sampling ------------------------------------------------------------------------------------
-    def _rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
-        return np.random.default_rng([self.seed, int(epoch), int(index)])
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        """``dataset[index]`` or ``dataset[(index, epoch)]`` (what the training sampler yields)."""
-        _limit_worker_threads()
-        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), 0)
-        return self.get_sample(index, self._rng_for(index, epoch) if self.train else None)
-
+    # -- sampling (SeededDataset.__getitem__) ---------------------------------------------------------
     def get_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
         """The sample at ``index``; training augmentation draws from ``rng`` (required when training)."""
         if self.train and rng is None:
