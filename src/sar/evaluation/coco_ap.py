@@ -223,7 +223,9 @@ def _visit_order(scores: np.ndarray) -> np.ndarray:
 def _batched_oks(kpts: np.ndarray, areas: np.ndarray, var: np.ndarray, vis_thr: float | None) -> np.ndarray:
     """OKS (G, M, M) between the M predictions of each of G images (kpts (G, M, K, 3), areas (G, M)), with the
     operations of :func:`pairwise_oks` in the same order (identical values)."""
-    d2 = ((kpts[:, :, None, :, :2] - kpts[:, None, :, :, :2]) ** 2).sum(-1)  # (G, M, M, K)
+    dx = kpts[:, :, None, :, 0] - kpts[:, None, :, :, 0]  # (G, M, M, K)
+    dy = kpts[:, :, None, :, 1] - kpts[:, None, :, :, 1]
+    d2 = dx * dx + dy * dy  # the same sum as pairwise_oks' ((a - b) ** 2).sum(-1) over (x, y)
     scale = (areas[:, :, None] + areas[:, None, :]) / 2.0 + _EPS  # (G, M, M)
     e = np.exp(-d2 / var / scale[..., None] / 2.0)
     if vis_thr is None:
@@ -235,7 +237,7 @@ def _batched_oks(kpts: np.ndarray, areas: np.ndarray, var: np.ndarray, vis_thr: 
 
 
 #: Bytes of one (G, M, M, K) float64 block of :func:`nms_order` (images are processed in chunks below this).
-NMS_BLOCK_BYTES = 64 * 2**20
+NMS_BLOCK_BYTES = 16 * 2**20
 
 
 def nms_order(
@@ -406,6 +408,55 @@ def read_ground_truth(
     gt = load_coco_dict(ann_file, validate=True)
     ensure_categories(gt, source_name(ann_file), _keypoint_names(spec, num_keypoints))
     return gt
+
+
+_FASTER_EVAL: Any = None
+
+
+def _faster_eval_class() -> Any:
+    """faster-coco-eval's ``COCOeval_faster`` with a ``computeOks`` that reduces each ground-truth person's
+    (detections, keypoints) block in one call instead of one ``np.sum`` per detection (its Python loop over the
+    detections dominates keypoint evaluation). Each row is summed by the same pairwise summation over the same
+    contiguous values, so the OKS values are those of the loop (the backends' AP is compared to 1e-9 by
+    ``python -m sar.bench eval`` and the tests)."""
+    global _FASTER_EVAL
+    if _FASTER_EVAL is not None:
+        return _FASTER_EVAL
+    from faster_coco_eval import COCOeval_faster
+
+    class VectorOksEval(COCOeval_faster):  # type: ignore[misc, valid-type]
+        def computeOks(self, imgId: int, catId: int) -> Any:
+            p = self.params
+            gts = self.gt_dataset.get(imgId, catId)
+            dts = self.dt_dataset.get(imgId, catId)
+            inds = np.argsort([-d["score"] for d in dts], kind="mergesort")
+            dts = [dts[i] for i in inds][: p.maxDets[-1]]
+            if len(gts) == 0 or len(dts) == 0:
+                return []
+            ious = np.zeros((len(dts), len(gts)))
+            var = (np.asarray(p.kpt_oks_sigmas) * 2) ** 2
+            det = np.asarray([d["keypoints"] for d in dts], dtype=np.float64)
+            xd, yd = det[:, 0::3], det[:, 1::3]
+            for j, gt in enumerate(gts):
+                g = np.asarray(gt["keypoints"], dtype=np.float64)
+                xg, yg, vg = g[0::3], g[1::3], g[2::3]
+                visible = vg > 0
+                bb = gt["bbox"]
+                if np.count_nonzero(visible) > 0:
+                    dx, dy = xd - xg, yd - yg
+                else:  # distance to the doubled GT box, as COCOeval
+                    z = np.zeros_like(xd)
+                    dx = np.max((z, bb[0] - bb[2] - xd), axis=0) + np.max((z, xd - (bb[0] + bb[2] * 2)), axis=0)
+                    dy = np.max((z, bb[1] - bb[3] - yd), axis=0) + np.max((z, yd - (bb[1] + bb[3] * 2)), axis=0)
+                scale = gt["area"] if self.use_area else bb[3] * bb[2] * 0.53
+                e = (dx**2 + dy**2) / var / (scale + np.spacing(1)) / 2
+                if np.count_nonzero(visible) > 0:
+                    e = e[:, visible]
+                ious[:, j] = np.exp(-e).sum(axis=1) / e.shape[1]
+            return ious
+
+    _FASTER_EVAL = VectorOksEval
+    return _FASTER_EVAL
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -586,27 +637,49 @@ class CocoEvaluator(ResultsEvaluator):
         dt.createIndex()
         return dt
 
+    def _results_coco(self, results: Sequence[Mapping[str, Any]]) -> Any:
+        """The faster-coco-eval results COCO object of ``loadRes``, built without its per-record Python loop: each
+        record gets ``loadRes``'s ``id`` (1-based position), ``bbox`` and ``area`` (the keypoints' extent, the same
+        float operations, so the same values), computed for all records at once."""
+        from faster_coco_eval import COCO as FastCOCO
+
+        if not results:
+            return self._empty_results_coco()
+        anns = [dict(r) for r in results]
+        k = np.asarray([r["keypoints"] for r in results], dtype=np.float64).reshape(len(anns), -1, 3)
+        x0, x1 = k[:, :, 0].min(axis=1), k[:, :, 0].max(axis=1)
+        y0, y1 = k[:, :, 1].min(axis=1), k[:, :, 1].max(axis=1)
+        w, h = x1 - x0, y1 - y0
+        for i, (ann, area, bx, by, bw, bh) in enumerate(
+                zip(anns, (w * h).tolist(), x0.tolist(), y0.tolist(), w.tolist(), h.tolist())):
+            ann["area"], ann["id"], ann["bbox"] = area, i + 1, [bx, by, bw, bh]
+        dt = FastCOCO()
+        dt.dataset = {"info": copy.deepcopy(self._gt_dict.get("info", {})), "images": list(self._gt_dict["images"]),
+                      "categories": copy.deepcopy(self._gt_dict["categories"]), "annotations": anns}
+        dt.createIndex()
+        return dt
+
     def compute_stats(self, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Run COCOeval (``IOU_TYPE``) on a COCO results list and return ``METRICS`` -> float.
 
         As in COCOeval, a value is -1 where the corresponding ground truth is empty (e.g. no medium persons).
+        The faster-coco-eval backend skips ``loadRes``'s per-record loop (:meth:`_results_coco`) and computes the
+        OKS of each image with one reduction per ground-truth person (:func:`_faster_eval_class`); both give the
+        values of the loops they replace.
         """
         buf = io.StringIO()
-        anns = [dict(r) for r in results]  # loadRes adds area, bbox and id to the records (the lists stay as they are)
         with redirect_stdout(buf):
             if self.backend == "pycocotools":
                 from pycocotools.cocoeval import COCOeval
 
+                anns = [dict(r) for r in results]  # loadRes adds area, bbox and id to the records
                 coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
                 ev = COCOeval(self._coco_gt, coco_dt, iouType=self.IOU_TYPE)
                 ev.params.kpt_oks_sigmas = self.sigmas.copy()
             else:
-                from faster_coco_eval import COCOeval_faster
-
-                coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
-                ev = COCOeval_faster(
+                ev = _faster_eval_class()(
                     self._coco_gt,
-                    coco_dt,
+                    self._results_coco(results),
                     iouType=self.IOU_TYPE,
                     kpt_oks_sigmas=self.sigmas.copy(),
                     **self.FASTER_KWARGS,
