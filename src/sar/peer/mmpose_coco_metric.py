@@ -40,12 +40,16 @@ def main() -> None:
 
     from mmpose.evaluation.metrics import CocoMetric
 
-    data = np.load(args.preds)
-    kpts = np.asarray(data["keypoints"], dtype=np.float64)
+    with np.load(args.preds) as data:  # each data[key] reads the whole array again: read every array once
+        arrays = {key: np.array(data[key]) for key in ("image_id", "keypoints", "bbox_score", "area", "sigmas")}
+    kpts = arrays["keypoints"].astype(np.float64)
+    bbox_scores = arrays["bbox_score"].astype(np.float64)
+    areas = arrays["area"].astype(np.float64)
+    image_ids = arrays["image_id"].tolist()
     results = [
-        ({"id": i, "img_id": int(data["image_id"][i]), "category_id": 1, "keypoints": kpts[i:i + 1, :, :2],
-          "keypoint_scores": kpts[i:i + 1, :, 2], "bbox_scores": np.asarray(data["bbox_score"][i:i + 1], np.float64),
-          "areas": np.asarray(data["area"][i:i + 1], np.float64)}, {})
+        ({"id": i, "img_id": int(image_ids[i]), "category_id": 1, "keypoints": kpts[i:i + 1, :, :2].copy(),
+          "keypoint_scores": kpts[i:i + 1, :, 2].copy(), "bbox_scores": bbox_scores[i:i + 1].copy(),
+          "areas": areas[i:i + 1].copy()}, {})
         for i in range(kpts.shape[0])
     ]
     seconds = []
@@ -54,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         metric = CocoMetric(ann_file=args.gt, score_mode=args.score_mode, keypoint_score_thr=args.kpt_thr,
                             nms_mode=args.nms_mode, nms_thr=args.nms_thr, outfile_prefix=os.path.join(tmp, "r"))
-        metric.dataset_meta = {"num_keypoints": kpts.shape[1], "sigmas": np.asarray(data["sigmas"], np.float64)}
+        metric.dataset_meta = {"num_keypoints": kpts.shape[1], "sigmas": arrays["sigmas"].astype(np.float64)}
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             out = metric.compute_metrics(list(results))
