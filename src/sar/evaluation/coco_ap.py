@@ -572,20 +572,21 @@ class CocoEvaluator(ResultsEvaluator):
         """
         k = self.num_keypoints
         n_in = len(preds)
-        image_ids = np.zeros(n_in, dtype=np.int64)
-        kpts = np.zeros((n_in, k, 3), dtype=np.float64)
-        bbox_scores = np.zeros(n_in, dtype=np.float64)
-        areas = np.zeros(n_in, dtype=np.float64)
-        for i, p in enumerate(preds):
-            image_ids[i] = int(p["image_id"])
-            arr = np.asarray(p["keypoints"], dtype=np.float64)
-            if arr.shape != (k, 3):
-                raise ValueError(
-                    f"prediction {i}: keypoints must have shape ({k}, 3) (x, y, score in image px), got {arr.shape}"
-                )
-            kpts[i] = arr
-            bbox_scores[i] = float(p["bbox_score"])
-            areas[i] = float(p["area"])
+        image_ids = np.fromiter((int(p["image_id"]) for p in preds), dtype=np.int64, count=n_in)
+        bbox_scores = np.fromiter((float(p["bbox_score"]) for p in preds), dtype=np.float64, count=n_in)
+        areas = np.fromiter((float(p["area"]) for p in preds), dtype=np.float64, count=n_in)
+        try:  # one stacking call; on a ragged input, the per-record check below names the record
+            kpts = np.asarray([p["keypoints"] for p in preds], dtype=np.float64) if n_in else np.zeros((0, k, 3))
+            ok = kpts.shape == (n_in, k, 3)
+        except ValueError:
+            ok = False
+        if not ok:
+            for i, p in enumerate(preds):
+                shape = np.shape(p["keypoints"])
+                if shape != (k, 3):
+                    raise ValueError(
+                        f"prediction {i}: keypoints must have shape ({k}, 3) (x, y, score in image px), got {shape}"
+                    )
         unknown = ~np.isin(image_ids, np.fromiter(self.image_ids, dtype=np.int64, count=len(self.image_ids)))
         if unknown.any():
             i = int(np.flatnonzero(unknown)[0])
