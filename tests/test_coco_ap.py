@@ -181,7 +181,11 @@ def test_results_json_written_and_readable(coco_file: Path, coco_gt: dict, tmp_p
     path = tmp_path / "eval" / "val_keypoints.json"
     results = json.loads(path.read_text())
     assert len(results) == len(preds)
-    for r, p in zip(results, preds, strict=True):
+    # written in MMPose's order (per image, by decreasing score): match each result to its prediction
+    by_pose = {(p["image_id"], round(float(p["keypoints"][0, 0]), 6)): p for p in preds}
+    assert len(by_pose) == len(preds)
+    for r in results:
+        p = by_pose[(r["image_id"], round(r["keypoints"][0], 6))]
         assert set(r) == {"image_id", "category_id", "keypoints", "score"}
         assert r["category_id"] == 1 and r["image_id"] == p["image_id"]
         assert len(r["keypoints"]) == 3 * 17

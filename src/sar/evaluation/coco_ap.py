@@ -7,9 +7,15 @@ Pipeline of :meth:`CocoEvaluator.evaluate` (the MMPose ``CocoMetric`` defaults u
    exceeds the threshold, the mean is taken as 0 and the instance score is **0**. Such instances are *kept*
    (they still count as detections, ranked last); a warning reports how many there were. SAR keypoint scores
    are normalised spatial weights ``max_t w_t`` rather than heatmap peaks, so they can all fall below 0.2.
-   ``"bbox"`` uses the bbox score only, ``"keypoint"`` the plain mean of all keypoint scores.
-2. **OKS-NMS** per image (:func:`oks_nms`, greedy, highest score kept, threshold 0.9 by default).
-3. **COCOeval** with ``iouType="keypoints"`` and ``params.kpt_oks_sigmas`` set to the given sigmas (any K).
+   ``"bbox_rle"`` is the official RLE rescoring ``bbox_score + mean + max`` of all keypoint scores, ``"bbox"``
+   uses the bbox score only, ``"keypoint"`` the plain mean of all keypoint scores.
+2. **OKS-NMS** per image (:func:`nms_order`, greedy, highest score kept, threshold 0.9 by default), vectorised over
+   the images with the same number of predictions.
+3. **Results order** = MMPose ``CocoMetric``'s results file, so that COCOeval's stable sort by score orders equal
+   scores as MMPose does (docs/method.md, "Scoring on COCO"): per image, the kept instances in NMS visiting order
+   (``scores.argsort()[::-1]``, numpy's default sort reversed, as MMPose's ``oks_nms``); without NMS the input
+   (dataset) order.
+4. **COCOeval** with ``iouType="keypoints"`` and ``params.kpt_oks_sigmas`` set to the given sigmas (any K).
 
 Validation (no silent wrong numbers):
 
@@ -34,9 +40,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
-import math
 import os
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import redirect_stdout
 from typing import Any, Literal
@@ -51,6 +55,7 @@ __all__ = [
     "CROWD_METRIC_NAMES",
     "EVALUATORS",
     "METRIC_NAMES",
+    "SCORE_MODES",
     "WHOLEBODY_FIELDS",
     "CocoEvaluator",
     "CrowdPoseEvaluator",
@@ -58,6 +63,8 @@ __all__ = [
     "build_evaluator",
     "evaluator_name",
     "instance_score",
+    "instance_scores",
+    "nms_order",
     "oks_iou",
     "oks_nms",
     "pairwise_oks",
@@ -65,7 +72,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ScoreMode = Literal["bbox_keypoint", "bbox", "keypoint"]
+ScoreMode = Literal["bbox_keypoint", "bbox_rle", "bbox", "keypoint"]
+#: The instance rescoring rules of :func:`instance_score`.
+SCORE_MODES: tuple[str, ...] = ("bbox_keypoint", "bbox_rle", "bbox", "keypoint")
 Backend = Literal["pycocotools", "faster_coco_eval"]
 
 #: Metric names in the order of ``COCOeval.stats`` for ``iouType="keypoints"``.
@@ -77,6 +86,38 @@ _EPS = float(np.spacing(1))
 # ---------------------------------------------------------------------------------------------------------------
 # Rescoring
 # ---------------------------------------------------------------------------------------------------------------
+def instance_scores(
+    keypoint_scores: np.ndarray | Sequence[Sequence[float]],
+    bbox_scores: np.ndarray | Sequence[float],
+    score_mode: ScoreMode = "bbox_keypoint",
+    kpt_score_thr: float = 0.2,
+) -> np.ndarray:
+    """Scores (N,) of N instances from their keypoint scores (N, K) and bbox scores (N,); see :func:`instance_score`.
+
+    The arithmetic is MMPose ``CocoMetric``'s in float64, so that equal instances tie exactly as there:
+    ``bbox_keypoint`` sums the scores above the threshold left to right (not numpy's pairwise sum) before dividing,
+    ``bbox_rle`` is ``bbox + mean + max`` in that order.
+    """
+    s = np.asarray(keypoint_scores, dtype=np.float64)
+    b = np.asarray(bbox_scores, dtype=np.float64).reshape(-1)
+    if s.ndim != 2 or s.shape[0] != b.size:
+        raise ValueError(f"keypoint scores must be (N, K) with N bbox scores, got {s.shape} and {b.shape}")
+    if score_mode == "bbox":
+        return b.copy()
+    if score_mode == "keypoint":
+        return s.mean(axis=1) if s.shape[1] else np.zeros_like(b)
+    if score_mode == "bbox_rle":
+        if not s.shape[1]:
+            raise ValueError("score_mode='bbox_rle' needs at least one keypoint score")
+        return b + s.mean(axis=1) + s.max(axis=1)
+    if score_mode == "bbox_keypoint":
+        valid = s > kpt_score_thr
+        n = valid.sum(axis=1)
+        total = np.cumsum(np.where(valid, s, 0.0), axis=1)[:, -1] if s.shape[1] else np.zeros_like(b)
+        return b * np.where(n > 0, total / np.maximum(n, 1), 0.0)
+    raise ValueError(f"unknown score_mode {score_mode!r}; expected one of {', '.join(SCORE_MODES)}")
+
+
 def instance_score(
     keypoint_scores: np.ndarray | Sequence[float],
     bbox_score: float,
@@ -87,19 +128,13 @@ def instance_score(
 
     - ``"bbox_keypoint"``: ``bbox_score * mean(s_k for s_k > kpt_score_thr)``, and **0.0 when no keypoint
       score exceeds the threshold** (MMPose behaviour, kept on purpose for comparability).
+    - ``"bbox_rle"``: ``bbox_score + mean_k s_k + max_k s_k`` over all keypoints, no threshold: the rescoring of the
+      official RLE code (``rlepose/trainer.py``, ``validate``) and MMPose's ``score_mode='bbox_rle'``.
     - ``"bbox"``: ``bbox_score``.
     - ``"keypoint"``: mean of all keypoint scores (0.0 for K = 0).
     """
-    scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(-1)
-    if score_mode == "bbox":
-        return float(bbox_score)
-    if score_mode == "keypoint":
-        return float(scores.mean()) if scores.size else 0.0
-    if score_mode == "bbox_keypoint":
-        valid = scores[scores > kpt_score_thr]
-        mean_kpt = float(valid.mean()) if valid.size else 0.0
-        return float(bbox_score) * mean_kpt
-    raise ValueError(f"unknown score_mode {score_mode!r}; expected 'bbox_keypoint', 'bbox' or 'keypoint'")
+    scores = np.asarray(keypoint_scores, dtype=np.float64).reshape(1, -1)
+    return float(instance_scores(scores, [float(bbox_score)], score_mode, kpt_score_thr)[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,6 +208,131 @@ def pairwise_oks(
     return np.where(n > 0, (e * mask).sum(-1) / np.maximum(n, 1), 0.0)
 
 
+def _visit_order(scores: np.ndarray) -> np.ndarray:
+    """Per row of ``scores`` (G, M): the indices by decreasing score, ties in MMPose's order.
+
+    MMPose's ``oks_nms`` visits ``scores.argsort()[::-1]`` (numpy's default sort, reversed) and the results keep
+    that order. numpy's default sort is not stable (SIMD sorting networks on AVX-512), so the tie order is
+    whatever that call gives; computing it with the same call on float64 scores gives the same order wherever
+    numpy's sort gives the same permutation (numpy 1.26 and 2.4 agree on AVX-512 for up to 64 instances per
+    image; with at most 3 instances, and in any plain insertion sort, equal scores come out in reverse input
+    order). Sorting each row alone or all rows in one call is the same sort per row."""
+    return np.argsort(scores, axis=1)[:, ::-1]
+
+
+def _batched_oks(kpts: np.ndarray, areas: np.ndarray, var: np.ndarray, vis_thr: float | None) -> np.ndarray:
+    """OKS (G, M, M) between the M predictions of each of G images (kpts (G, M, K, 3), areas (G, M)), with the
+    operations of :func:`pairwise_oks` in the same order (identical values)."""
+    dx = kpts[:, :, None, :, 0] - kpts[:, None, :, :, 0]  # (G, M, M, K)
+    dy = kpts[:, :, None, :, 1] - kpts[:, None, :, :, 1]
+    d2 = dx * dx + dy * dy  # the same sum as pairwise_oks' ((a - b) ** 2).sum(-1) over (x, y)
+    scale = (areas[:, :, None] + areas[:, None, :]) / 2.0 + _EPS  # (G, M, M)
+    e = np.exp(-d2 / var / scale[..., None] / 2.0)
+    if vis_thr is None:
+        return e.mean(axis=-1)
+    vis = kpts[..., 2] > vis_thr
+    mask = vis[:, :, None, :] & vis[:, None, :, :]
+    n = mask.sum(-1)
+    return np.where(n > 0, (e * mask).sum(-1) / np.maximum(n, 1), 0.0)
+
+
+#: Bytes of one (G, M, M, K) float64 block of :func:`nms_order` (images are processed in chunks below this).
+NMS_BLOCK_BYTES = 16 * 2**20
+
+
+def nms_order(
+    image_ids: np.ndarray | Sequence[int],
+    keypoints: np.ndarray,
+    areas: np.ndarray | Sequence[float],
+    scores: np.ndarray | Sequence[float],
+    thr: float | None = 0.9,
+    sigmas: np.ndarray | Sequence[float] | None = None,
+    vis_thr: float | None = None,
+) -> np.ndarray:
+    """Per-image greedy OKS-NMS of N predictions, vectorised over images; the kept indices in MMPose's order.
+
+    The order is ``CocoMetric``'s results file: images in order of first appearance; within an image the kept
+    predictions in the order NMS visits them (decreasing score, ties as :func:`_visit_order`). A prediction is
+    suppressed when its OKS with an already kept one of its image, rounded to float32 as MMPose's ``oks_iou``
+    returns it, is ``> float32(thr)``. ``thr=None``: no NMS, every prediction in input order within its image.
+
+    Images with the same number M of predictions are processed together: one (G, M, M) OKS block per chunk and M
+    vectorised greedy steps, instead of a Python loop over predictions.
+
+    Args:
+        image_ids: (N,) image id of each prediction.
+        keypoints: (N, K, 3) x, y, score.
+        areas: (N,) areas (the OKS scale).
+        scores: (N,) instance scores.
+        thr: OKS suppression threshold, or None for no NMS.
+        sigmas: per-keypoint OKS sigmas (K,).
+        vis_thr: optional keypoint-score threshold, see :func:`oks_iou`.
+
+    Returns:
+        int64 indices into the N predictions.
+    """
+    ids = np.asarray(image_ids).reshape(-1)
+    n = ids.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    kpts = np.asarray(keypoints, dtype=np.float64)
+    ar = np.asarray(areas, dtype=np.float64).reshape(-1)
+    sc = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if kpts.ndim != 3 or kpts.shape[0] != n or kpts.shape[2] < 2 or ar.size != n or sc.size != n:
+        raise ValueError(f"bad shapes: image_ids ({n},), keypoints {kpts.shape}, areas {ar.shape}, "
+                         f"scores {sc.shape}")
+    if thr is not None and sigmas is None:
+        raise ValueError("OKS-NMS needs OKS sigmas")
+    _, first, inverse, counts = np.unique(ids, return_index=True, return_inverse=True, return_counts=True)
+    appearance = np.argsort(first, kind="stable")  # unique image slots in order of first appearance
+    slot_of_unique = np.empty_like(appearance)
+    slot_of_unique[appearance] = np.arange(appearance.size)
+    slot = slot_of_unique[inverse.reshape(-1)]  # (N,) appearance slot of each prediction's image
+    grouped = np.argsort(slot, kind="stable")  # predictions by image slot, input order within each image
+    sizes = counts[appearance]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    if thr is None:
+        return grouped.astype(np.int64)
+    sig = _as_sigmas(sigmas)
+    if kpts.shape[1] != sig.size:
+        raise ValueError(f"keypoint count mismatch: keypoints {kpts.shape}, sigmas {sig.size}")
+    if vis_thr is not None and kpts.shape[2] < 3:
+        raise ValueError("vis_thr needs keypoint scores (keypoints (N, K, 3))")
+    var = (2.0 * sig) ** 2
+    thr32 = np.float32(thr)
+    kept_slot: list[np.ndarray] = []
+    kept_rank: list[np.ndarray] = []
+    kept_index: list[np.ndarray] = []
+    for m in np.unique(sizes):
+        m = int(m)
+        slots = np.flatnonzero(sizes == m)
+        members = grouped[starts[slots][:, None] + np.arange(m)]  # (G, M) input order within each image
+        visit = np.take_along_axis(members, _visit_order(sc[members]), axis=1)  # (G, M) in visiting order
+        if m == 1:
+            kept_slot.append(slots)
+            kept_rank.append(np.zeros(slots.size, dtype=np.int64))
+            kept_index.append(visit[:, 0])
+            continue
+        chunk = max(1, NMS_BLOCK_BYTES // (m * m * sig.size * 8))
+        for lo in range(0, slots.size, chunk):
+            v = visit[lo:lo + chunk]
+            oks = _batched_oks(kpts[v], ar[v], var, vis_thr).astype(np.float32)
+            over = oks > thr32  # (g, M, M): row t suppresses the later ones it overlaps
+            alive = np.ones(v.shape, dtype=bool)
+            keep = np.zeros(v.shape, dtype=bool)
+            for t in range(m):
+                keep[:, t] = alive[:, t]
+                alive[:, t + 1:] &= ~(over[:, t, t + 1:] & keep[:, t, None])
+            g_idx, rank = np.nonzero(keep)
+            kept_slot.append(slots[lo:lo + chunk][g_idx])
+            kept_rank.append(rank)
+            kept_index.append(v[g_idx, rank])
+    slot_all = np.concatenate(kept_slot)
+    rank_all = np.concatenate(kept_rank)
+    index_all = np.concatenate(kept_index)
+    return index_all[np.lexsort((rank_all, slot_all))].astype(np.int64)
+
+
 def oks_nms(
     preds: Sequence[Mapping[str, Any]],
     thr: float = 0.9,
@@ -180,10 +340,11 @@ def oks_nms(
     score_key: str = "score",
     vis_thr: float | None = None,
 ) -> list[int]:
-    """Greedy OKS-NMS, run independently per ``image_id``.
+    """Greedy OKS-NMS, run independently per ``image_id`` (:func:`nms_order` on records).
 
-    Within each image, predictions are visited in decreasing ``preds[i][score_key]`` (stable: ties keep input
-    order); a prediction is kept unless its OKS (:func:`pairwise_oks`) with an already kept one is ``> thr``.
+    Within each image, predictions are visited in decreasing ``preds[i][score_key]`` (ties as MMPose's
+    ``oks_nms``, :func:`_visit_order`); a prediction is kept unless its OKS (:func:`pairwise_oks`) with an already
+    kept one is ``> thr``.
 
     Args:
         preds: records with ``image_id``, ``keypoints`` (K, 2|3), ``area`` and ``score_key``.
@@ -197,27 +358,12 @@ def oks_nms(
     """
     if sigmas is None:
         raise ValueError("oks_nms needs OKS sigmas")
-    sig = _as_sigmas(sigmas)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, p in enumerate(preds):
-        groups[int(p["image_id"])].append(i)
-
-    keep: list[int] = []
-    for idx in groups.values():
-        if len(idx) == 1:
-            keep.extend(idx)
-            continue
-        kpts = np.stack([np.asarray(preds[i]["keypoints"], dtype=np.float64) for i in idx])
-        areas = np.array([float(preds[i]["area"]) for i in idx])
-        scores = np.array([float(preds[i][score_key]) for i in idx])
-        oks = pairwise_oks(kpts, areas, sig, vis_thr=vis_thr)
-        suppressed = np.zeros(len(idx), dtype=bool)
-        for j in np.argsort(-scores, kind="stable"):
-            if suppressed[j]:
-                continue
-            keep.append(idx[j])
-            suppressed |= oks[j] > thr
-    return sorted(keep)
+    if not preds:
+        return []
+    kpts = np.stack([np.asarray(p["keypoints"], dtype=np.float64) for p in preds])
+    order = nms_order([int(p["image_id"]) for p in preds], kpts, [float(p["area"]) for p in preds],
+                      [float(p[score_key]) for p in preds], thr, sigmas, vis_thr)
+    return sorted(int(i) for i in order)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -262,6 +408,55 @@ def read_ground_truth(
     gt = load_coco_dict(ann_file, validate=True)
     ensure_categories(gt, source_name(ann_file), _keypoint_names(spec, num_keypoints))
     return gt
+
+
+_FASTER_EVAL: Any = None
+
+
+def _faster_eval_class() -> Any:
+    """faster-coco-eval's ``COCOeval_faster`` with a ``computeOks`` that reduces each ground-truth person's
+    (detections, keypoints) block in one call instead of one ``np.sum`` per detection (its Python loop over the
+    detections dominates keypoint evaluation). Each row is summed by the same pairwise summation over the same
+    contiguous values, so the OKS values are those of the loop (the backends' AP is compared to 1e-9 by
+    ``python -m sar.bench eval`` and the tests)."""
+    global _FASTER_EVAL
+    if _FASTER_EVAL is not None:
+        return _FASTER_EVAL
+    from faster_coco_eval import COCOeval_faster
+
+    class VectorOksEval(COCOeval_faster):  # type: ignore[misc, valid-type]
+        def computeOks(self, imgId: int, catId: int) -> Any:
+            p = self.params
+            gts = self.gt_dataset.get(imgId, catId)
+            dts = self.dt_dataset.get(imgId, catId)
+            inds = np.argsort([-d["score"] for d in dts], kind="mergesort")
+            dts = [dts[i] for i in inds][: p.maxDets[-1]]
+            if len(gts) == 0 or len(dts) == 0:
+                return []
+            ious = np.zeros((len(dts), len(gts)))
+            var = (np.asarray(p.kpt_oks_sigmas) * 2) ** 2
+            det = np.asarray([d["keypoints"] for d in dts], dtype=np.float64)
+            xd, yd = det[:, 0::3], det[:, 1::3]
+            for j, gt in enumerate(gts):
+                g = np.asarray(gt["keypoints"], dtype=np.float64)
+                xg, yg, vg = g[0::3], g[1::3], g[2::3]
+                visible = vg > 0
+                bb = gt["bbox"]
+                if np.count_nonzero(visible) > 0:
+                    dx, dy = xd - xg, yd - yg
+                else:  # distance to the doubled GT box, as COCOeval
+                    z = np.zeros_like(xd)
+                    dx = np.max((z, bb[0] - bb[2] - xd), axis=0) + np.max((z, xd - (bb[0] + bb[2] * 2)), axis=0)
+                    dy = np.max((z, bb[1] - bb[3] - yd), axis=0) + np.max((z, yd - (bb[1] + bb[3] * 2)), axis=0)
+                scale = gt["area"] if self.use_area else bb[3] * bb[2] * 0.53
+                e = (dx**2 + dy**2) / var / (scale + np.spacing(1)) / 2
+                if np.count_nonzero(visible) > 0:
+                    e = e[:, visible]
+                ious[:, j] = np.exp(-e).sum(axis=1) / e.shape[1]
+            return ious
+
+    _FASTER_EVAL = VectorOksEval
+    return _FASTER_EVAL
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -312,8 +507,8 @@ class CocoEvaluator(ResultsEvaluator):
         category_id: int | None = None,
         results_only: bool | None = None,
     ) -> None:
-        if score_mode not in ("bbox_keypoint", "bbox", "keypoint"):
-            raise ValueError(f"unknown score_mode {score_mode!r}")
+        if score_mode not in SCORE_MODES:
+            raise ValueError(f"unknown score_mode {score_mode!r}; expected one of {', '.join(SCORE_MODES)}")
         if backend not in ("pycocotools", "faster_coco_eval"):
             raise ValueError(f"unknown backend {backend!r}; expected 'pycocotools' or 'faster_coco_eval'")
         self.sigmas = _as_sigmas(sigmas)
@@ -368,56 +563,63 @@ class CocoEvaluator(ResultsEvaluator):
     def format_results(self, preds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Rescore, (optionally) OKS-NMS and convert prediction records to the COCO results format.
 
-        Returns a list of ``{"image_id", "category_id", "keypoints": flat [x, y, s] * K, "score"}``. Records with a
-        non-finite keypoint value, ``bbox_score`` or ``area`` are dropped (counted in :attr:`last_nonfinite`, with
-        a WARNING).
+        Returns a list of ``{"image_id", "category_id", "keypoints": flat [x, y, s] * K, "score"}`` in the order of
+        MMPose ``CocoMetric``'s results file (:func:`nms_order`: images in order of first appearance; within an
+        image the kept instances in NMS visiting order, ties as MMPose's; without NMS the input order, which is
+        the dataset order, as MMPose's sort by instance id), so that COCOeval's stable sort by score breaks ties
+        the same way. Records with a non-finite keypoint value, ``bbox_score`` or ``area`` are dropped (counted
+        in :attr:`last_nonfinite`, with a WARNING).
         """
-        instances: list[dict[str, Any]] = []
+        k = self.num_keypoints
+        n_in = len(preds)
+        image_ids = np.fromiter((int(p["image_id"]) for p in preds), dtype=np.int64, count=n_in)
+        bbox_scores = np.fromiter((float(p["bbox_score"]) for p in preds), dtype=np.float64, count=n_in)
+        areas = np.fromiter((float(p["area"]) for p in preds), dtype=np.float64, count=n_in)
+        try:  # one stacking call; on a ragged input, the per-record check below names the record
+            kpts = np.asarray([p["keypoints"] for p in preds], dtype=np.float64) if n_in else np.zeros((0, k, 3))
+            ok = kpts.shape == (n_in, k, 3)
+        except ValueError:
+            ok = False
+        if not ok:
+            for i, p in enumerate(preds):
+                shape = np.shape(p["keypoints"])
+                if shape != (k, 3):
+                    raise ValueError(
+                        f"prediction {i}: keypoints must have shape ({k}, 3) (x, y, score in image px), got {shape}"
+                    )
+        unknown = ~np.isin(image_ids, np.fromiter(self.image_ids, dtype=np.int64, count=len(self.image_ids)))
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            raise ValueError(f"prediction {i}: image_id {int(image_ids[i])} is not in {self.ann_source}")
+        # NaN would pass every COCOeval threshold test: never scored, never written
+        finite = np.isfinite(kpts).all(axis=(1, 2)) & np.isfinite(bbox_scores) & np.isfinite(areas)
+        n_nonfinite = int(n_in - finite.sum())
+        if n_nonfinite:
+            image_ids, kpts, bbox_scores, areas = image_ids[finite], kpts[finite], bbox_scores[finite], areas[finite]
+        scores = instance_scores(kpts[:, :, 2], bbox_scores, self.score_mode, self.kpt_score_thr)
         n_zero = 0
-        n_nonfinite = 0
-        for i, p in enumerate(preds):
-            image_id = int(p["image_id"])
-            if image_id not in self.image_ids:
-                raise ValueError(f"prediction {i}: image_id {image_id} is not in {self.ann_source}")
-            kpts = np.asarray(p["keypoints"], dtype=np.float64)
-            if kpts.shape != (self.num_keypoints, 3):
-                raise ValueError(
-                    f"prediction {i}: keypoints must have shape ({self.num_keypoints}, 3) "
-                    f"(x, y, score in image px), got {kpts.shape}"
-                )
-            bbox_score, area = float(p["bbox_score"]), float(p["area"])
-            if not (np.isfinite(kpts).all() and math.isfinite(bbox_score) and math.isfinite(area)):
-                n_nonfinite += 1  # NaN would pass every COCOeval threshold test: never scored, never written
-                continue
-            score = instance_score(kpts[:, 2], bbox_score, self.score_mode, self.kpt_score_thr)
-            if self.score_mode == "bbox_keypoint" and not np.any(kpts[:, 2] > self.kpt_score_thr):
-                n_zero += 1
-            instances.append({"image_id": image_id, "keypoints": kpts, "area": area, "score": score})
+        if self.score_mode == "bbox_keypoint":
+            n_zero = int((~(kpts[:, :, 2] > self.kpt_score_thr).any(axis=1)).sum())
         self.last_nonfinite = n_nonfinite
         if n_nonfinite:
             log.warning(
                 "%d/%d predictions have non-finite keypoints, bbox_score or area: dropped (not evaluated, not "
                 "written); reported as nonfinite_predictions",
                 n_nonfinite,
-                len(preds),
+                n_in,
             )
         if n_zero:
             log.warning(
                 "%d/%d instances have no keypoint score > %.3g and get score 0 (score_mode='bbox_keypoint')",
                 n_zero,
-                len(instances),
+                len(scores),
                 self.kpt_score_thr,
             )
-        if self.use_nms and instances:
-            instances = [instances[i] for i in oks_nms(instances, self.nms_thr, self.sigmas)]
+        order = nms_order(image_ids, kpts, areas, scores, self.nms_thr if self.use_nms else None, self.sigmas)
+        flat = kpts[order].reshape(order.size, 3 * k).tolist()
         return [
-            {
-                "image_id": inst["image_id"],
-                "category_id": self.category_id,
-                "keypoints": inst["keypoints"].reshape(-1).tolist(),
-                "score": float(inst["score"]),
-            }
-            for inst in instances
+            {"image_id": image_id, "category_id": self.category_id, "keypoints": kp, "score": score}
+            for image_id, kp, score in zip(image_ids[order].tolist(), flat, scores[order].tolist())
         ]
 
     # -- COCOeval ------------------------------------------------------------------------------------------------
@@ -436,27 +638,49 @@ class CocoEvaluator(ResultsEvaluator):
         dt.createIndex()
         return dt
 
+    def _results_coco(self, results: Sequence[Mapping[str, Any]]) -> Any:
+        """The faster-coco-eval results COCO object of ``loadRes``, built without its per-record Python loop: each
+        record gets ``loadRes``'s ``id`` (1-based position), ``bbox`` and ``area`` (the keypoints' extent, the same
+        float operations, so the same values), computed for all records at once."""
+        from faster_coco_eval import COCO as FastCOCO
+
+        if not results:
+            return self._empty_results_coco()
+        anns = [dict(r) for r in results]
+        k = np.asarray([r["keypoints"] for r in results], dtype=np.float64).reshape(len(anns), -1, 3)
+        x0, x1 = k[:, :, 0].min(axis=1), k[:, :, 0].max(axis=1)
+        y0, y1 = k[:, :, 1].min(axis=1), k[:, :, 1].max(axis=1)
+        w, h = x1 - x0, y1 - y0
+        for i, (ann, area, bx, by, bw, bh) in enumerate(
+                zip(anns, (w * h).tolist(), x0.tolist(), y0.tolist(), w.tolist(), h.tolist())):
+            ann["area"], ann["id"], ann["bbox"] = area, i + 1, [bx, by, bw, bh]
+        dt = FastCOCO()
+        dt.dataset = {"info": copy.deepcopy(self._gt_dict.get("info", {})), "images": list(self._gt_dict["images"]),
+                      "categories": copy.deepcopy(self._gt_dict["categories"]), "annotations": anns}
+        dt.createIndex()
+        return dt
+
     def compute_stats(self, results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Run COCOeval (``IOU_TYPE``) on a COCO results list and return ``METRICS`` -> float.
 
         As in COCOeval, a value is -1 where the corresponding ground truth is empty (e.g. no medium persons).
+        The faster-coco-eval backend skips ``loadRes``'s per-record loop (:meth:`_results_coco`) and computes the
+        OKS of each image with one reduction per ground-truth person (:func:`_faster_eval_class`); both give the
+        values of the loops they replace.
         """
         buf = io.StringIO()
-        anns = copy.deepcopy(list(results))  # loadRes mutates the records (adds area, bbox, id)
         with redirect_stdout(buf):
             if self.backend == "pycocotools":
                 from pycocotools.cocoeval import COCOeval
 
+                anns = [dict(r) for r in results]  # loadRes adds area, bbox and id to the records
                 coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
                 ev = COCOeval(self._coco_gt, coco_dt, iouType=self.IOU_TYPE)
                 ev.params.kpt_oks_sigmas = self.sigmas.copy()
             else:
-                from faster_coco_eval import COCOeval_faster
-
-                coco_dt = self._coco_gt.loadRes(anns) if anns else self._empty_results_coco()
-                ev = COCOeval_faster(
+                ev = _faster_eval_class()(
                     self._coco_gt,
-                    coco_dt,
+                    self._results_coco(results),
                     iouType=self.IOU_TYPE,
                     kpt_oks_sigmas=self.sigmas.copy(),
                     **self.FASTER_KWARGS,

@@ -230,7 +230,7 @@ class TopDownSystem(PoseSystem):
     @classmethod
     def bench_sections(cls) -> dict[str, Any]:
         """``sar.bench`` sections of the top-down task: input pipeline, train step, make-train, GPU, the up-front
-        image check."""
+        image check, mmpose side by side (peer), COCO evaluation at scale (eval)."""
         from sar import bench
 
         return {
@@ -239,6 +239,8 @@ class TopDownSystem(PoseSystem):
             "train": lambda args: bench.bench_train(args.overrides, fresh_data=args.fresh_data),
             "gpu": lambda args: bench.bench_gpu(args.overrides),
             "image_check": lambda args: bench.bench_image_check(),
+            "peer": (bench.run_peer, bench.peer_block),
+            "eval": (bench.run_eval, bench.eval_block),
         }
 
     @classmethod
