@@ -65,7 +65,7 @@ def test_bench_section_runs_every_head_and_formats_its_table(monkeypatch: pytest
     metrics.json), a markdown table with the mean-pose ratio."""
     import subprocess
 
-    from sar.bench import _table, task_sections
+    from sar.bench import task_sections
     from sar.systems import pose3d
 
     def fake_run(cmd: list[str], check: bool) -> None:
@@ -76,7 +76,8 @@ def test_bench_section_runs_every_head_and_formats_its_table(monkeypatch: pytest
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(subprocess, "run", fake_run)
-    assert set(task_sections("pose3d")) == {"pose3d"}
+    sections = task_sections("pose3d")
+    assert set(sections) == {"pose3d"} and sections["pose3d"][1] is pose3d.bench_table
     result = pose3d.bench_heads([], heads=("sar", "rle"))
-    table = _table("pose3d", result)
-    assert set(result["runs"]) == {"sar", "rle"} and "| sar | 60.0 | 40.0 | 150.0 | 0.40 |" in table
+    table = pose3d.bench_table(result)
+    assert set(result) == {"sar", "rle"} and "| sar | 60.0 | 40.0 | 150.0 | 0.40 |" in table

@@ -209,8 +209,6 @@ def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
 
 
 def _table(section: str, result: dict, first: str = "head") -> str:
-    if isinstance(result.get("markdown"), str):  # a task's section that formats its own table
-        return result["markdown"]
     if section == "pipeline":
         return (f"| workers | samples/s |\n|---|---|\n| {result['workers']} | {result['samples_per_s']} |\n\n"
                 "Target: the sar/mmpose pipeline ratio of the `peer` block (>= 2.5x).\n")

@@ -11,7 +11,6 @@ metrics also hold ``MPJPE_mean_pose``: the MPJPE of predicting the mean training
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -84,39 +83,7 @@ class Pose3DSystem(TopDownSystem):
     def bench_sections(cls) -> dict[str, Any]:
         """``python -m sar.bench pose3d --task pose3d [--write BENCHMARKS.md] [--fresh-data] [overrides]``: the
         embedded default trained with each head under the same budget (:func:`bench_heads`)."""
-        return {"pose3d": lambda args: bench_heads(args.overrides, fresh_data=args.fresh_data)}
-
-
-BENCH_HEADS = ("sar", "rle", "regression", "integral")
-
-
-def bench_heads(extra: list[str], fresh_data: bool = False, heads: tuple[str, ...] = BENCH_HEADS) -> dict[str, Any]:
-    """``python -m sar.train task=pose3d head=<h>`` for every head (same defaults, same budget), each in a new
-    ``outputs/bench/<stamp>-pose3d-<h>``; returns the runs and their markdown table (MPJPE, PA-MPJPE, the mean-pose
-    baseline, train and wall seconds, command)."""
-    import subprocess
-    import sys
-    import tempfile
-    import time
-
-    if fresh_data:
-        extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    runs: dict[str, Any] = {}
-    for head in heads:
-        run_dir = Path("outputs") / "bench" / f"{stamp}-pose3d-{head}"
-        cmd = [sys.executable, "-m", "sar.train", "task=pose3d", f"head={head}", f"hydra.run.dir={run_dir}", *extra]
-        t0 = time.time()
-        subprocess.run(cmd, check=True)
-        m = json.loads((run_dir / "metrics.json").read_text())
-        runs[head] = {"command": "python -m sar.train " + " ".join(cmd[3:]), "wall_s": round(time.time() - t0, 1),
-                      **{k: m[k] for k in ("MPJPE", "PA_MPJPE", "MPJPE_mean_pose", "train_seconds")}}
-    rows = ["| head | MPJPE (mm) | PA-MPJPE (mm) | mean-pose MPJPE (mm) | ratio | train s | wall s | command |",
-            "|---" * 8 + "|"]
-    for head, r in runs.items():
-        rows.append(f"| {head} | {r['MPJPE']:.1f} | {r['PA_MPJPE']:.1f} | {r['MPJPE_mean_pose']:.1f} | "
-                    f"{r['MPJPE'] / r['MPJPE_mean_pose']:.2f} | {r['train_seconds']} | {r['wall_s']} | `{r['command']}` |")
-    return {"runs": runs, "markdown": "\n".join(rows) + "\n"}
+        return {"pose3d": (lambda args: bench_heads(args.overrides, fresh_data=args.fresh_data), bench_table)}
 
     @classmethod
     def table_layouts(cls) -> dict[str, Any]:
@@ -124,3 +91,33 @@ def bench_heads(extra: list[str], fresh_data: bool = False, heads: tuple[str, ..
         from sar.table import load_paper_results
 
         return load_paper_results(Path(__file__).resolve().parents[1] / "paper_results_pose3d.yaml")
+
+
+BENCH_HEADS = ("sar", "rle", "regression", "integral")
+
+
+def bench_heads(extra: list[str], fresh_data: bool = False, heads: tuple[str, ...] = BENCH_HEADS) -> dict[str, Any]:
+    """``python -m sar.train task=pose3d head=<h>`` for every head (same defaults, same budget), each in a new
+    ``outputs/bench/<stamp>-pose3d-<h>`` (:func:`sar.bench.timed_train`): MPJPE, PA-MPJPE, the mean-pose baseline,
+    train and wall seconds, command. ``fresh_data``: an empty dataset cache (the first run generates the set)."""
+    import tempfile
+    import time
+
+    from sar.bench import timed_train
+
+    if fresh_data:
+        extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    keys = ("MPJPE", "PA_MPJPE", "MPJPE_mean_pose", "train_seconds")
+    return {head: timed_train(["task=pose3d", f"head={head}"], f"{stamp}-pose3d-{head}", list(extra), keys)
+            for head in heads}
+
+
+def bench_table(runs: dict[str, Any]) -> str:
+    """The markdown block of :func:`bench_heads`."""
+    rows = ["| head | MPJPE (mm) | PA-MPJPE (mm) | mean-pose MPJPE (mm) | ratio | train s | wall s | command |",
+            "|---" * 8 + "|"]
+    for head, r in runs.items():
+        rows.append(f"| {head} | {r['MPJPE']:.1f} | {r['PA_MPJPE']:.1f} | {r['MPJPE_mean_pose']:.1f} | "
+                    f"{r['MPJPE'] / r['MPJPE_mean_pose']:.2f} | {r['train_seconds']} | {r['wall_s']} | `{r['command']}` |")
+    return "\n".join(rows) + "\n"
