@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sar.models.heads.regression import NormLinear
+from sar.models.heads.regression import RLEHead
 from sar.models.heads.sar import FOCAL_PRIOR_BIAS
 
 __all__ = ["IntegralHead", "RLE3DHead", "Regression3DHead", "SAR3DHead"]
@@ -61,21 +61,12 @@ class Regression3DHead(nn.Module):
         return {"coords": self.fc(x.mean(dim=(2, 3))).reshape(x.shape[0], self.num_keypoints, 3)}
 
 
-class RLE3DHead(nn.Module):
-    """RLE-3D [C, RLE ``regression_nf_3d``]: GAP, an L2-normalised-input FC to (u, v, d) and a sigmoid FC to the
-    three sigmas: ``{"coords": (B, K, 3), "sigma": (B, K, 3)}``. The flows belong to the loss."""
+class RLE3DHead(RLEHead):
+    """RLE-3D [C, RLE ``regression_nf_3d``]: the 2D RLE head (:class:`sar.models.heads.regression.RLEHead`: GAP, an
+    L2-normalised-input FC to the coordinates and a sigmoid FC to the sigmas) with three coordinates (u, v, d):
+    ``{"coords": (B, K, 3), "sigma": (B, K, 3)}``. The flows belong to the loss."""
 
-    def __init__(self, in_channels: int, num_keypoints: int) -> None:
-        super().__init__()
-        self.num_keypoints = num_keypoints
-        self.fc_coord = NormLinear(in_channels, 3 * num_keypoints, norm=True, gain=0.01)
-        self.fc_sigma = NormLinear(in_channels, 3 * num_keypoints, norm=False, gain=0.01)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = x.shape[0]
-        feat = x.mean(dim=(2, 3))
-        return {"coords": self.fc_coord(feat).reshape(b, self.num_keypoints, 3),
-                "sigma": torch.sigmoid(self.fc_sigma(feat)).reshape(b, self.num_keypoints, 3)}
+    dims = 3
 
 
 class IntegralHead(nn.Module):

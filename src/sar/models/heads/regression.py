@@ -74,16 +74,19 @@ class RLEHead(nn.Module):
     at inference.
     """
 
+    #: coordinates per keypoint (2: x, y; the 3D head :class:`sar.models.heads.pose3d.RLE3DHead` sets 3)
+    dims = 2
+
     def __init__(self, in_channels: int, num_keypoints: int) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.num_keypoints = num_keypoints
-        self.fc_coord = NormLinear(in_channels, 2 * num_keypoints, norm=True, gain=0.01)
-        self.fc_sigma = NormLinear(in_channels, 2 * num_keypoints, norm=False, gain=0.01)
+        self.fc_coord = NormLinear(in_channels, self.dims * num_keypoints, norm=True, gain=0.01)
+        self.fc_sigma = NormLinear(in_channels, self.dims * num_keypoints, norm=False, gain=0.01)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b = x.shape[0]
         feat = x.mean(dim=(2, 3))
-        coords = self.fc_coord(feat).reshape(b, self.num_keypoints, 2)
-        sigma = torch.sigmoid(self.fc_sigma(feat)).reshape(b, self.num_keypoints, 2)
+        coords = self.fc_coord(feat).reshape(b, self.num_keypoints, self.dims)
+        sigma = torch.sigmoid(self.fc_sigma(feat)).reshape(b, self.num_keypoints, self.dims)
         return {"coords": coords, "sigma": sigma}
