@@ -263,15 +263,25 @@ class RLELoss(ScaledLoss):
             gt = torch.where(valid, gt, mu_hat.detach())  # no NaN/inf into the graph
             eps = (mu_hat - gt) / sigma
             log_phi = self.flow.log_prob(eps.reshape(-1, 2)).reshape(b, k, 1)
-            log_sigma = sigma.log()
-            nf = log_sigma - log_phi  # (B,K,2), log G broadcast over both axes
-            q = log_sigma + _LOG_SQRT_2PI + (mu_hat - gt).abs() / (math.sqrt(2.0) * sigma + 1e-9)
-            w = weights[..., None]
-            batch = max(b, 1)
-            loss_nf = torch.where(valid, nf * w, torch.zeros_like(nf)).sum() / batch
-            loss_q = torch.where(valid, q * w, torch.zeros_like(q)).sum() / batch
+            loss_nf, loss_q = rle_terms(mu_hat, gt, sigma, log_phi, weights[..., None])
             total = self.loss_weight * (loss_nf + loss_q)
         return {"total": total, "loss_nf": loss_nf, "loss_q": loss_q}
+
+
+def rle_terms(mu_hat: torch.Tensor, gt: torch.Tensor, sigma: torch.Tensor, log_phi: torch.Tensor,
+              weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLE's two sums (float32, :class:`RLELoss`): ``nf = log sigma - log phi`` (``log_phi`` (B,K,1), the flow's
+    log-density broadcast over the components) and ``q = log(sigma sqrt(2 pi)) + |mu_hat - gt| / (sqrt(2) sigma +
+    1e-9)``, each weighted by ``weight`` (broadcastable to (B,K,C); entries with weight 0 left out) and summed over
+    the batch, divided by the batch size. Returns (loss_nf, loss_q)."""
+    log_sigma = sigma.log()
+    nf = log_sigma - log_phi
+    q = log_sigma + _LOG_SQRT_2PI + (mu_hat - gt).abs() / (math.sqrt(2.0) * sigma + 1e-9)
+    on = (weight > 0).expand_as(nf)
+    batch = max(mu_hat.shape[0], 1)
+    loss_nf = torch.where(on, nf * weight, torch.zeros_like(nf)).sum() / batch
+    loss_q = torch.where(on, q * weight, torch.zeros_like(q)).sum() / batch
+    return loss_nf, loss_q
 
 
 #: Loss ``type`` names of configs written before losses were built by ``_target_`` (old checkpoints).

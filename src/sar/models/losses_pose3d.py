@@ -15,12 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sar.models.flow import RealNVP
-from sar.models.losses import quality_focal_loss
+from sar.models.losses import quality_focal_loss, rle_terms
 
 __all__ = ["L1Coord3DLoss", "RLE3DLoss", "SAR3DLoss", "sar3d_nll"]
 
 _LOG_EPS = math.log(1e-6)
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 Tensors = Mapping[str, torch.Tensor]
 
 
@@ -120,12 +119,6 @@ class RLE3DLoss(nn.Module):
             log3 = self.flow3d.log_prob(eps.reshape(-1, 3)).reshape(b, k)
             log2 = self.flow2d.log_prob(eps[..., :2].reshape(-1, 2)).reshape(b, k)
             log_phi = torch.where(is3d, log3, log2)[..., None]
-            log_sigma = sigma.log()
-            nf = log_sigma - log_phi
-            q = log_sigma + _LOG_SQRT_2PI + (mu_hat - gt).abs() / (math.sqrt(2.0) * sigma + 1e-9)
-            on = comp > 0
-            batch = max(b, 1)
-            loss_nf = torch.where(on, nf * comp, torch.zeros_like(nf)).sum() / batch
-            loss_q = torch.where(on, q * comp, torch.zeros_like(q)).sum() / batch
+            loss_nf, loss_q = rle_terms(mu_hat, gt, sigma, log_phi, comp)
             total = self.loss_weight * (loss_nf + loss_q)
         return {"total": total, "loss_nf": loss_nf, "loss_q": loss_q}
