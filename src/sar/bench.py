@@ -67,6 +67,25 @@ def run_peer(args: argparse.Namespace) -> dict:
                       passes=args.passes, iters=args.iters, threads=args.threads)
 
 
+def run_convergence(args: argparse.Namespace) -> dict:
+    """The ``convergence`` section (sar.bench_convergence): SAR and heatmap at each of ``--budgets`` epochs; with
+    ``--write`` the plot goes to ``benchmarks/convergence.png`` next to the markdown file."""
+    from sar import bench_convergence as bc
+
+    result = bc.bench_convergence(args.overrides, budgets=[int(b) for b in args.budgets.split(",")])
+    if args.write:
+        plot = Path("benchmarks") / "convergence.png"
+        bc.convergence_plot(result, args.write.parent / plot)
+        result["plot"] = str(plot)
+    return result
+
+
+def convergence_block(result: dict) -> str:
+    from sar.bench_convergence import convergence_table
+
+    return convergence_table(result, result.get("plot"))
+
+
 def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
@@ -252,7 +271,7 @@ def section_options(section: str, args: argparse.Namespace) -> str:
     opts = []
     if section in ("peer", "eval") and args.peer_python:
         opts.append(f"--peer-python {args.peer_python}")
-    defaults = {"peer": {"rounds": 3, "passes": 30, "iters": 4, "threads": 2},
+    defaults = {"peer": {"rounds": 3, "passes": 30, "iters": 4, "threads": 2}, "convergence": {"budgets": "6,18,36"},
                 "eval": {"eval_images": 5000, "eval_instances": 100_000, "repeat": 1}}.get(section, {})
     for key, default in defaults.items():
         if getattr(args, key) != default:
@@ -286,12 +305,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-images", type=int, default=5000, help="eval section: synthetic images")
     parser.add_argument("--eval-instances", type=int, default=100_000, help="eval section: detected instances")
     parser.add_argument("--repeat", type=int, default=1, help="eval section: timings are the best of this many")
+    parser.add_argument("--budgets", default="6,18,36", help="convergence section: training budgets in epochs")
     parser.add_argument("overrides", nargs="*", help="extra sar.train overrides for the train section")
     args = parser.parse_intermixed_args(argv)
     available = task_sections(args.task)
     if args.section != "all" and args.section not in available:
         parser.error(f"task {args.task!r} has no section {args.section!r} (sections: {', '.join(available)}, all)")
-    sections = [s for s in available if s != "gpu"] if args.section == "all" else [args.section]
+    sections = [s for s in available if s not in ("gpu", "convergence")] if args.section == "all" else [args.section]
     for section in sections:
         entry = available[section]  # a runner, or (runner, markdown table of its result)
         runner, table = entry if isinstance(entry, tuple) else (entry, lambda r, s=section: _table(s, r))

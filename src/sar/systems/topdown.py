@@ -230,7 +230,8 @@ class TopDownSystem(PoseSystem):
     @classmethod
     def bench_sections(cls) -> dict[str, Any]:
         """``sar.bench`` sections of the top-down task: input pipeline, train step, make-train, GPU, the up-front
-        image check, mmpose side by side (peer), COCO evaluation at scale (eval)."""
+        image check, mmpose side by side (peer), COCO evaluation at scale (eval), SAR against heatmap
+        over training budgets (convergence)."""
         from sar import bench
 
         return {
@@ -241,6 +242,7 @@ class TopDownSystem(PoseSystem):
             "image_check": lambda args: bench.bench_image_check(),
             "peer": (bench.run_peer, bench.peer_block),
             "eval": (bench.run_eval, bench.eval_block),
+            "convergence": (bench.run_convergence, bench.convergence_block),
         }
 
     @classmethod

@@ -1,0 +1,53 @@
+"""The convergence section of sar.bench: run order, resumable run folders, table and plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sar import bench_convergence as bc
+
+
+def _fake_train(calls: list[list[str]]):
+    def run(cmd, check):
+        calls.append(cmd)
+        over = dict(a.split("=", 1) for a in cmd[3:])
+        run_dir = Path(over["hydra.run.dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        epochs = int(over["trainer.max_epochs"])
+        ap = 0.5 + 0.01 * epochs + (0.002 * epochs if over["head"] == "sar" else 0.0)
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"AP": ap, "AP50": 0.9, "AP75": ap + 0.05, "AR": ap + 0.03, "kpt_error_px": 10.0 - 0.1 * epochs,
+             "train_seconds": 1.0, "epochs": epochs}))
+        return subprocess.CompletedProcess(cmd, 0)
+    return run
+
+
+def test_runs_shortest_budget_first_in_fixed_folders(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    monkeypatch.setattr(bc.subprocess, "run", _fake_train(calls))
+    result = bc.bench_convergence(["dataset.batch_size=8"], budgets=[18, 6], root=tmp_path / "c")
+    order = [(c[3], c[4]) for c in calls]
+    assert order == [("head=sar", "trainer.max_epochs=6"), ("head=heatmap", "trainer.max_epochs=6"),
+                     ("head=sar", "trainer.max_epochs=18"), ("head=heatmap", "trainer.max_epochs=18")]
+    assert all("dataset.batch_size=8" in c for c in calls)
+    assert calls[0][-1] == f"hydra.run.dir={tmp_path / 'c' / 'sar-6ep'}"
+    assert result["runs"]["sar"][18]["AP"] == pytest.approx(0.5 + 0.18 + 0.036)
+    # the run folder depends on the overrides, so other overrides never resume these runs
+    assert bc.run_root(["a=1"]) != bc.run_root(["a=2"]) and bc.run_root(["a=1"]) == bc.run_root(["a=1"])
+
+
+def test_table_gives_sar_lead_in_points_and_plot_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(bc.subprocess, "run", _fake_train([]))
+    result = bc.bench_convergence([], budgets=[6, 36], root=tmp_path / "c")
+    table = bc.convergence_table(result, "benchmarks/convergence.png")
+    rows = [line for line in table.splitlines() if line.startswith("| 6 |") or line.startswith("| 36 |")]
+    # SAR - heatmap = 0.002 * epochs: +1.2 points at 6 epochs, +7.2 at 36
+    assert rows[0].endswith("| +1.2 |") and rows[1].endswith("| +7.2 |")
+    assert "| 6 | 0.572 | 0.622 | 9.40 | 0.560 | 0.610 | 9.40 |" in rows[0]  # sar then heatmap: AP, AP75, kpt error
+    assert "![SAR and heatmap against the training budget](benchmarks/convergence.png)" in table
+    png = bc.convergence_plot(result, tmp_path / "out" / "convergence.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
