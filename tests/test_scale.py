@@ -16,6 +16,7 @@ from sar.utils.scale import (
     lr_scale_factor,
     num_devices,
     prepare_run_config,
+    resolve_auto_precision,
     validate_precision,
 )
 
@@ -30,6 +31,28 @@ def test_precision_accepted(value, expected) -> None:
 def test_precision_rejected_with_clear_message(value) -> None:
     with pytest.raises(ValueError, match=r"trainer.precision=.*32.*bf16-mixed.*16-mixed"):
         validate_precision(value)
+
+
+def test_auto_precision_follows_the_hardware() -> None:
+    avx512 = {"avx512f", "avx512_bf16", "avx2"}
+    assert resolve_auto_precision("cpu", cpu_flags=avx512 | {"amx_bf16", "amx_tile"})[0] == "bf16-mixed"
+    precision, why = resolve_auto_precision("cpu", cpu_flags=avx512)
+    assert precision == 32 and "AVX512-BF16 alone" in why
+    assert resolve_auto_precision("cpu", cpu_flags=set())[0] == 32
+    assert resolve_auto_precision("gpu", cuda_bf16=True)[0] == "bf16-mixed"
+    assert resolve_auto_precision("cuda", cuda_bf16=False)[0] == "16-mixed"
+    assert validate_precision("auto") == "auto"
+
+
+def test_auto_precision_is_stored_resolved(monkeypatch) -> None:
+    import sar.utils.scale as scale
+
+    for flags, expected in [({"amx_bf16"}, "bf16-mixed"), ({"avx512_bf16"}, 32)]:
+        monkeypatch.setattr(scale, "_cpu_flags", lambda flags=flags: set(flags))
+        cfg = compose_train_config("trainer.precision=auto")
+        prepare_run_config(cfg)
+        assert cfg.trainer.precision == expected
+        assert f"precision: {expected}" in OmegaConf.to_yaml(cfg, resolve=True)  # what config.yaml stores
 
 
 def test_lr_rule() -> None:

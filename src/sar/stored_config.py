@@ -46,6 +46,8 @@ STORED_CONFIG_DEFAULTS: dict[str, Any] = {
     "task.augmentation.half_body_min_lower": 3,
     "task.augmentation.half_body_upper_prob": 0.7,
     "task.augmentation.scale_prob": 1.0,
+    # reduced JPEG decoding for large crops (issue 14): runs before it decoded every image at full size
+    "task.max_decode_reduction": 1,
 }
 
 BACKBONE_TARGET = "sar.models.backbones.timm_backbone"

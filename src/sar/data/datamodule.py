@@ -116,6 +116,7 @@ class TopDownDataModule(pl.LightningDataModule):
         augmentation: Mapping[str, Any],
         padding: float = 1.25,
         seed: int = 0,
+        max_decode_reduction: int = 8,
     ) -> None:
         super().__init__()
         self.cfg = dict(dataset_cfg)
@@ -126,6 +127,7 @@ class TopDownDataModule(pl.LightningDataModule):
         self.augmentation = dict(augmentation)
         self.padding = padding
         self.seed = seed
+        self.max_decode_reduction = int(max_decode_reduction)
         self.root: Path | None = None
         self.train_set: TopDownDataset | None = None
         self.val_sets: list[TopDownDataset] = []
@@ -141,7 +143,8 @@ class TopDownDataModule(pl.LightningDataModule):
         augmentation = {**require(task, "augmentation", "task"), **(dataset.get("augmentation") or {})}
         AugConfig.from_config(augmentation, "task.augmentation")  # every setting present (and known)
         return cls(dataset, system.spec, system.codec, augmentation, padding=float(require(task, "padding", "task")),
-                   seed=int(require(config, "seed")))
+                   seed=int(require(config, "seed")),
+                   max_decode_reduction=int(require(task, "max_decode_reduction", "task")))
 
     # -- files -------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -336,7 +339,7 @@ class TopDownDataModule(pl.LightningDataModule):
 
     def _dataset(self, records: list[dict], train: bool) -> TopDownDataset:
         return TopDownDataset(records, self.spec, self.codec, train=train, aug=self.augmentation,
-                              padding=self.padding, seed=self.seed)
+                              padding=self.padding, seed=self.seed, max_decode_reduction=self.max_decode_reduction)
 
     # -- loaders -----------------------------------------------------------------------------------
     def _loader(self, dataset: TopDownDataset, batch_size: int, shuffle: bool) -> DataLoader:

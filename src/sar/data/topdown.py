@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from sar.data import transforms as T
-from sar.data.image_check import ImageReadError, truncation_problem
+from sar.data.decode import EncodedImage, read_image, reduction_matrix
 from sar.utils.config_keys import require
 
 __all__ = ["AugConfig", "TopDownDataset", "read_image"]
@@ -108,32 +108,6 @@ def _limit_worker_threads() -> None:
             cv2.setNumThreads(0)
 
 
-def read_image(path: str, image_id: int | None = None) -> np.ndarray:
-    """Decode an image as BGR uint8 HxWx3 (EXIF orientation ignored: annotations use stored pixels).
-
-    The file is read once and decoded from memory, after the tail check of :mod:`sar.data.image_check` (a JPEG
-    without its end-of-image marker, a PNG without IEND): libjpeg would decode a truncated JPEG into a half-grey
-    image with a bare warning. A missing file raises ``FileNotFoundError``, an unreadable, truncated or
-    undecodable one :class:`~sar.data.image_check.ImageReadError` (an ``OSError``); both name the file and the
-    image id. Setup checks every image up front, so these mean the file changed after that check."""
-    where = f"image {path!r} (image_id={image_id})"
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"cannot read {where}: the file does not exist") from err
-    except OSError as err:
-        raise ImageReadError(f"cannot read {where}: {type(err).__name__}: {err}") from err
-    if data.size == 0:
-        raise ImageReadError(f"cannot read {where}: empty file (0 bytes)")
-    problem = truncation_problem(data)
-    if problem:
-        raise ImageReadError(f"cannot read {where}: {problem}")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None:
-        raise ImageReadError(f"cannot read {where}: OpenCV cannot decode it (not an image, or corrupt)")
-    return image
-
-
 class SeededDataset(Dataset):
     """A dataset read as ``dataset[index]`` or ``dataset[(index, epoch)]`` (what the training sampler yields):
     :meth:`get_sample` draws a training sample's augmentation from ``np.random.default_rng([seed, epoch, index])``,
@@ -166,6 +140,9 @@ class TopDownDataset(SeededDataset):
         aug: augmentation settings, see :class:`AugConfig`.
         padding: box padding factor (1.25).
         seed: an extra seed mixed into every per-sample generator.
+        max_decode_reduction: the largest libjpeg DCT reduction (1, 2, 4, 8) a crop may decode its JPEG at
+            (:mod:`sar.data.decode`: only where the crop maps at least that many image pixels onto one crop
+            pixel); 1 decodes every image at full size.
     """
 
     def __init__(
@@ -177,12 +154,14 @@ class TopDownDataset(SeededDataset):
         aug: Mapping[str, Any] | AugConfig | None = None,
         padding: float = 1.25,
         seed: int | None = None,
+        max_decode_reduction: int = 8,
     ) -> None:
         self.spec = spec
         self.codec = codec
         self.train = bool(train)
         self.aug = AugConfig.from_mapping(aug)
         self.padding = float(padding)
+        self.max_decode_reduction = int(max_decode_reduction)
         self.seed = 0 if seed is None else int(seed)
         self.input_size = (int(codec.input_size[0]), int(codec.input_size[1]))
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
@@ -234,7 +213,7 @@ class TopDownDataset(SeededDataset):
             raise ValueError("a training sample needs a random generator")
         index = int(index)
         image_id = int(self.image_ids[index])
-        image = read_image(str(self.image_paths[index]), image_id)
+        encoded = EncodedImage(str(self.image_paths[index]), image_id)
         keypoints = self.keypoints[index]
         visible = self.visible[index]
         center, scale = T.bbox_to_center_scale(self.bboxes[index], self.aspect_ratio, self.padding)
@@ -244,7 +223,7 @@ class TopDownDataset(SeededDataset):
         if self.train:
             a = self.aug
             if rng.random() < a.flip_prob:
-                width = image.shape[1]
+                width = encoded.size[0]
                 keypoints, visible, center = T.flip_instance(
                     width, keypoints, visible, center, self.flip_indices
                 )
@@ -266,7 +245,10 @@ class TopDownDataset(SeededDataset):
 
         crop_affine = T.get_affine(center, scale, rotation, self.input_size)
         matrix = crop_affine if pre is None else T.compose_affine(crop_affine, pre)
-        crop = T.warp(image, matrix, self.input_size)
+        # scale[0] image pixels span the crop's width: decode at 1/r of the size when r <= that ratio (module
+        # sar.data.decode); the warp then starts from the reduced pixels' full-size coordinates
+        image, r = encoded.decode(float(scale[0]) / self.input_size[0], self.max_decode_reduction)
+        crop = T.warp(image, matrix if r == 1 else T.compose_affine(matrix, reduction_matrix(r)), self.input_size)
         # `keypoints` are already flipped (and index-swapped) when `pre` is set, so only the crop affine.
         crop_keypoints = T.transform_points(keypoints, crop_affine).astype(np.float32)
 

@@ -35,6 +35,7 @@ __all__ = [
     "lr_scale_factor",
     "num_devices",
     "prepare_run_config",
+    "resolve_auto_precision",
     "validate_precision",
     "validate_trainer_integers",
 ]
@@ -43,6 +44,10 @@ log = logging.getLogger("sar.scale")
 
 #: Accepted ``trainer.precision`` values (Lightning's names; 32 may be written 32, "32" or "32-true").
 PRECISIONS: tuple[str, ...] = ("32", "32-true", "bf16-mixed", "16-mixed")
+#: CPU flags (``/proc/cpuinfo``) of bf16 matrix units that make ``bf16-mixed`` pay on the CPU: Intel AMX tiles.
+#: AVX512-BF16 alone does not: the embedded default trained no faster in bf16-mixed than in fp32 on such a CPU
+#: (BENCHMARKS.md, "Reading the numbers"), so ``precision: auto`` keeps fp32 there.
+CPU_BF16_FLAGS: tuple[str, ...] = ("amx_bf16",)
 SCALE_RULES: tuple[str, ...] = ("linear", "sqrt", "none")
 #: Trainer keys that must be integers (or null); ``devices`` is checked too when it is a number.
 TRAINER_INT_KEYS: tuple[str, ...] = (
@@ -51,14 +56,57 @@ TRAINER_INT_KEYS: tuple[str, ...] = (
 )
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none: not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_auto_precision(accelerator: Any, cpu_flags: set[str] | None = None,
+                           cuda_bf16: bool | None = None) -> tuple[int | str, str]:
+    """What ``trainer.precision: auto`` means on this machine, and why (for the log).
+
+    CPU (``accelerator`` cpu, or auto without CUDA): ``bf16-mixed`` where the CPU has bf16 matrix units
+    (:data:`CPU_BF16_FLAGS`), else 32. CUDA: ``bf16-mixed`` where the GPU supports bf16 (Ampere or newer), else
+    ``16-mixed``. ``cpu_flags`` / ``cuda_bf16``: the machine's, read when None (tests pass them)."""
+    accel = str(accelerator or "auto").lower()
+    if accel in ("gpu", "cuda") or (accel == "auto" and _cuda_available()):
+        if cuda_bf16 is None:
+            import torch
+
+            cuda_bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if cuda_bf16:
+            return "bf16-mixed", "the GPU supports bf16"
+        return "16-mixed", "the GPU has no bf16: fp16 with loss scaling"
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    units = sorted(flags & set(CPU_BF16_FLAGS))
+    if units:
+        return "bf16-mixed", f"the CPU has bf16 matrix units ({', '.join(units)})"
+    extra = " (AVX512-BF16 alone trains the default no faster)" if "avx512_bf16" in flags else ""
+    return 32, f"the CPU has no bf16 matrix units (amx_bf16){extra}"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def validate_precision(value: Any) -> int | str:
-    """``trainer.precision`` normalised for Lightning (32 -> 32); anything else than 32, bf16-mixed and
-    16-mixed raises a ``ValueError`` naming the accepted values."""
+    """``trainer.precision`` normalised for Lightning (32 -> 32); anything else than 32, bf16-mixed, 16-mixed
+    and auto (see :func:`resolve_auto_precision`) raises a ``ValueError`` naming the accepted values."""
     text = str(value).strip().lower()
-    if isinstance(value, bool) or text not in PRECISIONS:
+    if isinstance(value, bool) or (text not in PRECISIONS and text != "auto"):
         raise ValueError(
             f"trainer.precision={value!r} is not supported; use one of 32 (full precision), bf16-mixed "
-            f"(Ampere or newer GPUs, no loss scaling) or 16-mixed (fp16 AMP with loss scaling)"
+            f"(Ampere or newer GPUs, CPUs with AMX; no loss scaling), 16-mixed (fp16 AMP with loss scaling) or "
+            f"auto (bf16-mixed where the hardware has bf16 matrix units, else 32 on a CPU / 16-mixed on a GPU)"
         )
     return 32 if text in ("32", "32-true") else text
 
@@ -190,7 +238,8 @@ def _trainer_scaling(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def prepare_run_config(cfg: DictConfig) -> dict[str, Any]:
-    """Validate the trainer's integer keys (:func:`validate_trainer_integers`) and ``trainer.precision``, and write ``optim.scaled`` (global batch, effective lr) into ``cfg``.
+    """Validate the trainer's integer keys (:func:`validate_trainer_integers`) and ``trainer.precision`` (``auto``
+    resolved: :func:`resolve_auto_precision`), and write ``optim.scaled`` (global batch, effective lr) into ``cfg``.
 
     Logs the scaling line on the console and returns the ``optim.scaled`` dict."""
     with open_dict(cfg):
@@ -202,7 +251,11 @@ def prepare_run_config(cfg: DictConfig) -> dict[str, Any]:
         for key, value in validate_trainer_integers(OmegaConf.to_container(trainer, resolve=True)).items():
             if key in direct:
                 trainer[key] = value
-        cfg.trainer.precision = validate_precision(require(cfg.trainer, "precision", "trainer"))
+        precision = validate_precision(require(cfg.trainer, "precision", "trainer"))
+        if precision == "auto":  # resolved here, so config.yaml and the checkpoint store what ran
+            precision, why = resolve_auto_precision(cfg.trainer.get("accelerator"))
+            log.info("trainer.precision=auto -> %s: %s", precision, why)
+        cfg.trainer.precision = precision
         scaled = _trainer_scaling(OmegaConf.to_container(cfg, resolve=True))
         cfg.optim.scaled = scaled
     log.info("%s", describe_scaling(scaled))

@@ -1,0 +1,125 @@
+"""Image decoding (sar.data.decode): the same pixels as OpenCV at full size, DCT-reduced decoding that moves no
+pixel and changes a crop only by interpolation noise, and the top-down dataset using it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sar.codecs import build_codec
+from sar.data import decode as D
+from sar.data import transforms as T
+from sar.data.formats.coco import load_coco_instances
+from sar.data.spec import load_spec
+from sar.data.topdown import TopDownDataset
+
+REDUCED_FLAG = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _jpegs(shared_data: Path) -> list[Path]:
+    files = sorted(shared_data.glob("*/*.jpg"))
+    assert files, f"no JPEG samples under {shared_data}"
+    return files[:8]
+
+
+def test_full_decode_is_opencvs_pixels(shared_data: Path, tmp_path: Path) -> None:
+    files = _jpegs(shared_data)
+    gray = tmp_path / "gray.jpg"  # a one-channel JPEG comes back as three equal BGR channels, as from OpenCV
+    cv2.imwrite(str(gray), np.random.default_rng(0).integers(0, 255, (30, 40), dtype=np.uint8))
+    png = tmp_path / "x.png"  # not a JPEG: OpenCV decodes it
+    cv2.imwrite(str(png), np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8))
+    for path in [*files, gray, png]:
+        expected = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        got = D.read_image(str(path))
+        assert got.shape == expected.shape and got.dtype == np.uint8
+        assert np.array_equal(got, expected), path
+
+
+def test_reduction_choice() -> None:
+    assert [D.reduction_for(f) for f in (0.5, 1.0, 1.99, 2.0, 3.9, 4.0, 7.9, 8.0, 40.0)] == [1, 1, 1, 2, 2, 4, 4, 8, 8]
+    assert D.reduction_for(40.0, max_factor=2) == 2 and D.reduction_for(40.0, max_factor=1) == 1
+    # the centre of reduced pixel i is full-size pixel r i + (r - 1) / 2: pixel 0 of a 1/4 decode covers 0..3
+    assert np.allclose(T.transform_points(np.array([[0.0, 0.0], [1.0, 2.0]]), D.reduction_matrix(4)),
+                       [[1.5, 1.5], [5.5, 9.5]])
+
+
+def test_reduced_decode_is_libjpegs_dct_scaling_and_size_comes_from_the_header(shared_data: Path) -> None:
+    for path in _jpegs(shared_data)[:4]:
+        full = D.read_image(str(path))
+        encoded = D.EncodedImage(str(path), 5)
+        assert encoded.size == (full.shape[1], full.shape[0])
+        for r in (2, 4, 8):
+            pixels, used = D.EncodedImage(str(path)).decode(float(r))
+            assert used == r
+            assert pixels.shape[:2] == (-(-full.shape[0] // r), -(-full.shape[1] // r))
+            assert np.array_equal(pixels, cv2.imdecode(np.fromfile(path, np.uint8), REDUCED_FLAG[r]))
+        assert D.EncodedImage(str(path)).decode(1.9)[1] == 1
+
+
+def test_png_is_never_reduced(tmp_path: Path) -> None:
+    png = tmp_path / "x.png"
+    cv2.imwrite(str(png), np.zeros((64, 48, 3), np.uint8))
+    encoded = D.EncodedImage(str(png))
+    assert encoded.size == (48, 64)
+    pixels, used = encoded.decode(8.0)
+    assert used == 1 and pixels.shape == (64, 48, 3)
+
+
+def test_reduced_crop_is_aligned_and_no_further_from_the_ideal_crop(shared_data: Path) -> None:
+    """The ideal crop of an image shrunk by f is the image low-passed at that scale, then sampled; bilinear
+    sampling of the full image aliases (picks 4 of f^2 pixels), the DCT-reduced decode averages. The reduced
+    path's crop must be no further from the ideal (a Gaussian pre-filter of the full image) than today's full-size
+    path, and not shifted: moving it by half a pixel in any direction only makes it worse."""
+    path = _jpegs(shared_data)[0]
+    full = D.read_image(str(path))
+    size = (96, 128)
+    for r in (2, 4, 8):
+        reduced, used = D.EncodedImage(str(path)).decode(float(r))
+        assert used == r
+        matrix = T.get_affine(np.array([300.0, 200.0]), np.array([size[0] * r, size[1] * r], float), 10.0, size)
+        ideal = T.warp(cv2.GaussianBlur(full, (0, 0), 0.7 * r), matrix, size).astype(float)
+        from_full = T.warp(full, matrix, size)
+
+        def reduced_crop(dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+            m = T.compose_affine(np.array([[1.0, 0, dx], [0, 1.0, dy]]), T.compose_affine(matrix, D.reduction_matrix(r)))
+            return T.warp(reduced, m, size)
+
+        err_reduced = np.abs(reduced_crop() - ideal).mean()
+        err_full = np.abs(from_full - ideal).mean()
+        assert err_reduced <= err_full, (r, err_reduced, err_full)
+        assert err_reduced < 5.0  # grey levels (0..255)
+        for dx, dy in [(-0.5, 0), (0.5, 0), (0, -0.5), (0, 0.5)]:
+            assert np.abs(reduced_crop(dx, dy) - ideal).mean() > err_reduced
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_dataset_crop_with_reduction_matches_full_decode_geometry(shared_data: Path, train: bool) -> None:
+    """The same samples with and without reduced decoding: identical targets and inverse warps (the geometry
+    stays in full-size pixels), crops that differ by interpolation noise only where a reduction applied, and
+    bit-identical crops where none did."""
+    spec = load_spec("coco")
+    records = load_coco_instances(shared_data / "coco" / "test_coco.json", shared_data / "coco", spec)
+    codec = build_codec({"_target_": "sar.codecs.heatmap.MSRAHeatmapCodec", "input_size": [48, 64],
+                         "heatmap_size": [12, 16], "sigma": 2.0})
+    reduced = TopDownDataset(records, spec, codec, train=train, seed=3, max_decode_reduction=8)
+    full = TopDownDataset(records, spec, codec, train=train, seed=3, max_decode_reduction=1)
+    seen_reduced = 0
+    for i in range(len(records)):
+        a, b = reduced[(i, 1)], full[(i, 1)]
+        assert np.array_equal(a["meta"]["inv_warp"], b["meta"]["inv_warp"])
+        for key in a["targets"]:
+            assert np.array_equal(a["targets"][key], b["targets"][key])
+        # the crop's width in image pixels over its width in crop pixels: the ratio the reduction is chosen by
+        ratio = float(np.linalg.norm(b["meta"]["inv_warp"].numpy()[:, 0]))
+        diff = (a["image"] - b["image"]).abs()
+        if D.reduction_for(ratio) == 1:
+            assert diff.max() == 0
+        else:
+            seen_reduced += 1
+            # normalised units (std ~58 grey levels): the mean change stays well inside the aliasing of the
+            # full-size path at these ratios (bounded against the ideal crop above)
+            assert diff.mean() < 0.45, (i, ratio, float(diff.mean()))
+    assert seen_reduced >= len(records) // 2
