@@ -44,7 +44,7 @@ def test_table_gives_sar_lead_in_points_and_plot_is_written(tmp_path, monkeypatc
     monkeypatch.setattr(bc.subprocess, "run", _fake_train([]))
     result = bc.bench_convergence([], budgets=[6, 36], root=tmp_path / "c")
     table = bc.convergence_table(result, "benchmarks/convergence.png")
-    rows = [line for line in table.splitlines() if line.startswith("| 6 |") or line.startswith("| 36 |")]
+    rows = [line for line in table.splitlines() if line.startswith(("| 6 |", "| 36 |"))]
     # SAR - heatmap = 0.002 * epochs: +1.2 points at 6 epochs, +7.2 at 36
     assert rows[0].endswith("| +1.2 |") and rows[1].endswith("| +7.2 |")
     assert "| 6 | 0.572 | 0.622 | 9.40 | 0.560 | 0.610 | 9.40 |" in rows[0]  # sar then heatmap: AP, AP75, kpt error

@@ -83,9 +83,10 @@ def test_reduced_crop_is_aligned_and_no_further_from_the_ideal_crop(shared_data:
         ideal = T.warp(cv2.GaussianBlur(full, (0, 0), 0.7 * r), matrix, size).astype(float)
         from_full = T.warp(full, matrix, size)
 
-        def reduced_crop(dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
-            m = T.compose_affine(np.array([[1.0, 0, dx], [0, 1.0, dy]]), T.compose_affine(matrix, D.reduction_matrix(r)))
-            return T.warp(reduced, m, size)
+        to_reduced = T.compose_affine(matrix, D.reduction_matrix(r))
+
+        def reduced_crop(dx: float = 0.0, dy: float = 0.0, pixels=reduced, m=to_reduced) -> np.ndarray:
+            return T.warp(pixels, T.compose_affine(np.array([[1.0, 0, dx], [0, 1.0, dy]]), m), size)
 
         err_reduced = np.abs(reduced_crop() - ideal).mean()
         err_full = np.abs(from_full - ideal).mean()
@@ -114,12 +115,12 @@ def test_dataset_crop_with_reduction_matches_full_decode_geometry(shared_data: P
             assert np.array_equal(a["targets"][key], b["targets"][key])
         # the crop's width in image pixels over its width in crop pixels: the ratio the reduction is chosen by
         ratio = float(np.linalg.norm(b["meta"]["inv_warp"].numpy()[:, 0]))
-        diff = (a["image"] - b["image"]).abs()
+        diff = (a["image"].int() - b["image"].int()).abs().float()
         if D.reduction_for(ratio) == 1:
             assert diff.max() == 0
         else:
             seen_reduced += 1
-            # normalised units (std ~58 grey levels): the mean change stays well inside the aliasing of the
-            # full-size path at these ratios (bounded against the ideal crop above)
-            assert diff.mean() < 0.45, (i, ratio, float(diff.mean()))
+            # grey levels: the mean change stays inside the aliasing of the full-size path at these ratios
+            # (bounded against the ideal crop above)
+            assert diff.mean() < 25.0, (i, ratio, float(diff.mean()))
     assert seen_reduced >= len(records) // 2

@@ -45,7 +45,7 @@ def test_auto_precision_follows_the_hardware() -> None:
 
 
 def test_auto_precision_is_stored_resolved(monkeypatch) -> None:
-    import sar.utils.scale as scale
+    from sar.utils import scale
 
     for flags, expected in [({"amx_bf16"}, "bf16-mixed"), ({"avx512_bf16"}, 32)]:
         monkeypatch.setattr(scale, "_cpu_flags", lambda flags=flags: set(flags))

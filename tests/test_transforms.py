@@ -218,6 +218,25 @@ def test_normalize_image():
                                T.normalize_image(image).numpy())
 
 
+def test_uint8_samples_normalised_in_the_model_equal_the_per_sample_numpy_path():
+    """The datasets give uint8 RGB crops; the network normalises the batch (PoseModel's first step). The values
+    are those of the former per-sample numpy path bit for bit (astype float32, then x scale, then + shift)."""
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (3, 10, 7, 3), dtype=np.uint8)
+    batch = torch.stack([T.image_to_tensor(im, bgr=True) for im in images])
+    assert batch.dtype == torch.uint8 and torch.equal(batch[1, 0], torch.from_numpy(images[1, :, :, 2].copy()))
+    for i, im in enumerate(images):
+        chw = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1]).astype(np.float32)
+        chw *= T._NORM_SCALE[:, None, None]
+        chw += T._NORM_SHIFT[:, None, None]
+        assert np.array_equal(T.normalize_images(batch)[i].numpy(), chw)
+        assert np.array_equal(T.normalize_images(batch[i]).numpy(), chw)
+    floats = torch.randn(2, 3, 4, 4)
+    assert T.normalize_images(floats) is floats  # already normalised (export, callers with float input)
+    with pytest.raises(ValueError, match="uint8"):
+        T.image_to_tensor(images[0].astype(np.float32))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Dataset
 # ---------------------------------------------------------------------------------------------------
@@ -227,7 +246,7 @@ def test_dataset_val_shapes_and_inverse_warp():
     assert len(ds) == len(records) > 0
     for i in range(len(ds)):
         sample = ds[i]
-        assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == torch.float32
+        assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == torch.uint8
         meta, targets = sample["meta"], sample["targets"]
         assert meta["image_id"] == records[i]["image_id"] and meta["ann_id"] == records[i]["ann_id"]
         assert meta["bbox"].shape == (4,) and meta["inv_warp"].shape == (2, 3)

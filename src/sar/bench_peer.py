@@ -114,7 +114,8 @@ def sar_step_rate(head: str, iters: int, threads: int) -> dict[str, Any]:
     targets = {"heatmap": torch.rand(batch, 17, h, w), "keypoint_weights": torch.ones(batch, 17),
                "keypoints_norm": torch.rand(batch, 17, 2), "keypoints_rle": torch.rand(batch, 17, 2) - 0.5}
     opt = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=5e-4)
-    images = torch.randn(batch, 3, 256, 192)
+    # uint8 images, normalised by the network's first step, as mmpose's step includes its data preprocessor
+    images = torch.randint(0, 256, (batch, 3, 256, 192), dtype=torch.uint8)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -169,7 +169,7 @@ class BottomUpDataset(SeededDataset):
             "index": int(index), "image_id": image_id, "num_people": len(areas),
             "inv_warp": torch.from_numpy(T.invert_affine(matrix).astype(np.float32)),
         }
-        return {"image": T.normalize_image(crop, bgr=True), "targets": {k: _to_tensor(v) for k, v in targets.items()},
+        return {"image": T.image_to_tensor(crop, bgr=True), "targets": {k: _to_tensor(v) for k, v in targets.items()},
                 "meta": meta}
 
 

@@ -126,7 +126,7 @@ class Pose3DDataset(SeededDataset):
                          "f": torch.as_tensor(np.asarray(r["f"], dtype=np.float64)),
                          "c": torch.as_tensor(np.asarray(r["c"], dtype=np.float64)),
                          "action": str(r.get("action", "")), "imgname": str(r.get("imgname", ""))})
-        return {"image": T.normalize_image(crop, bgr=True), "targets": {k: _to_tensor(v) for k, v in targets.items()},
+        return {"image": T.image_to_tensor(crop, bgr=True), "targets": {k: _to_tensor(v) for k, v in targets.items()},
                 "meta": meta}
 
 

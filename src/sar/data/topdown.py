@@ -1,9 +1,10 @@
-"""Top-down sample builder: one person box → one augmented, normalised crop plus codec targets.
+"""Top-down sample builder: one person box → one augmented crop (uint8 RGB) plus codec targets.
 
 Per training sample (MMPose 1.3.1 order): box → centre/scale (padding, crop aspect) → random flip
 (``flip_prob``) → random half-body box (``half_body_prob``) → random shift / scale / rotation → one
 affine warp of the decoded image (the flip is folded into the matrix) → optional photometric
-augmentation of the crop → ImageNet normalisation → ``codec.encode`` of the keypoints in crop pixels.
+augmentation of the crop → uint8 RGB CHW tensor (ImageNet normalisation is the network's first step, on its device:
+:class:`sar.models.pose_model.PoseModel`) → ``codec.encode`` of the keypoints in crop pixels.
 Validation samples use the plain padded box: no flip, no augmentation.
 
 Randomness. A training sample's augmentation draws from ``np.random.default_rng((seed, epoch, index))``:
@@ -254,9 +255,9 @@ class TopDownDataset(SeededDataset):
 
         if self.photometric is not None:
             crop = self.photometric(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), int(rng.integers(2**31)))
-            tensor = T.normalize_image(crop)
+            tensor = T.image_to_tensor(crop)
         else:
-            tensor = T.normalize_image(crop, bgr=True)
+            tensor = T.image_to_tensor(crop, bgr=True)
 
         targets = self.codec.encode(crop_keypoints, np.asarray(visible, dtype=np.float32))
         meta = {

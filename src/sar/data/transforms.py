@@ -40,8 +40,10 @@ __all__ = [
     "flip_matrix",
     "get_affine",
     "half_body",
+    "image_to_tensor",
     "invert_affine",
     "normalize_image",
+    "normalize_images",
     "random_bbox_transform",
     "transform_points",
     "truncated_normal",
@@ -269,18 +271,36 @@ _NORM_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
 _NORM_SHIFT = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 
 
-def normalize_image(image: np.ndarray, bgr: bool = False) -> torch.Tensor:
-    """HWC uint8 image → CHW float32 tensor, ImageNet-normalised in RGB channel order.
+def image_to_tensor(image: np.ndarray, bgr: bool = False) -> torch.Tensor:
+    """HWC uint8 image → CHW uint8 tensor in RGB channel order (``bgr=True``: a BGR image, as OpenCV reads it).
 
-    ``bgr=True`` accepts a BGR image (as read by OpenCV) and swaps the channels on the way.
-    """
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {image.shape}")
-    chw = np.ascontiguousarray(image.transpose(2, 0, 1)[::-1] if bgr else image.transpose(2, 0, 1))
-    out = chw.astype(np.float32)
-    out *= _NORM_SCALE[:, None, None]
-    out += _NORM_SHIFT[:, None, None]
-    return torch.from_numpy(out)
+    What the datasets return: the network normalises on its device (:func:`normalize_images`, first step of
+    :class:`sar.models.pose_model.PoseModel`), as mmpose's data preprocessor does, so a sample is a quarter of the
+    bytes of a float one and the loader does no per-pixel float work."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 image, got shape {image.shape} {image.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[::-1] if bgr else image.transpose(2, 0, 1)))
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB images (``(3, H, W)`` or ``(N, 3, H, W)``, on any device) → float32, ImageNet-normalised:
+    ``x * 1 / (255 std) - mean / std`` per channel, as two float32 operations (the same values bit for bit as the
+    former per-sample numpy path). Float images are taken as already normalised and returned unchanged."""
+    if images.dtype != torch.uint8:
+        return images
+    shape = (3, 1, 1) if images.dim() == 3 else (1, 3, 1, 1)
+    scale = torch.as_tensor(_NORM_SCALE, device=images.device).view(shape)
+    shift = torch.as_tensor(_NORM_SHIFT, device=images.device).view(shape)
+    out = images.to(torch.float32)
+    out.mul_(scale)
+    out.add_(shift)
+    return out
+
+
+def normalize_image(image: np.ndarray, bgr: bool = False) -> torch.Tensor:
+    """HWC uint8 image → CHW float32 tensor, ImageNet-normalised in RGB channel order (``bgr=True``: a BGR
+    image); :func:`image_to_tensor` then :func:`normalize_images`."""
+    return normalize_images(image_to_tensor(image, bgr))
 
 
 class Photometric:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sar.data.transforms import normalize_images
 from sar.utils.config_keys import require
 from sar.utils.instantiate import build
 
@@ -34,6 +35,9 @@ class PoseModel(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``images``: uint8 RGB ``(N, 3, H, W)`` as the datasets give them (ImageNet-normalised here, on their
+        device: :func:`sar.data.transforms.normalize_images`), or float images already normalised (export)."""
+        images = normalize_images(images)
         if not self.channels_last:
             return self.head(self.neck(self.backbone(images)))
         outputs = self.head(self.neck(self.backbone(images.contiguous(memory_format=torch.channels_last))))

@@ -170,7 +170,10 @@ class TopDownSystem(PoseSystem):
 
         images = []
         for crop, kpts in self._vis:
-            rgb = (crop.permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN) * 255.0
+            if crop.dtype == torch.uint8:  # the datasets' crops (RGB)
+                rgb = crop.permute(1, 2, 0).numpy().astype(np.float64)
+            else:  # a normalised float crop
+                rgb = (crop.permute(1, 2, 0).numpy() * IMAGENET_STD + IMAGENET_MEAN) * 255.0
             bgr = np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8)[..., ::-1])
             drawn = draw_instances(bgr, [kpts], self.spec, kpt_thr=-1.0)
             images.append(np.ascontiguousarray(drawn[..., ::-1]))
