@@ -8,7 +8,7 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     hydra-core omegaconf pycocotools faster-coco-eval albumentations albucore pydantic pydantic_core \
-#     annotated-types typing-inspection simsimd stringzilla
+#     annotated-types typing-inspection simsimd stringzilla simplejpeg
 #   pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl     # sdist only: build the pure-Python wheel
 set -euo pipefail
 out=${OUT:-gpu_check}

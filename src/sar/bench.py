@@ -7,7 +7,8 @@
 * ``train``: the embedded default end to end (``python -m sar.train``) for the SAR and heatmap heads; reads
   each run's ``metrics.json``.
 * ``gpu`` (not part of ``all``; needs CUDA): the ResNet-50 step at batch 64 in fp32 / bf16-mixed / 16-mixed,
-  and a 6-epoch ``trainer=gpu`` run of the embedded default at each precision.
+  and 6-epoch ``trainer=gpu`` runs of the embedded default at each precision and with larger batches
+  (``GPU_VARIANTS``), each with its training crops/s and mean GPU utilisation.
 * ``peer`` (``--peer-python <mmpose 1.3.2 python>``): sar against mmpose side by side, pipeline and train-step
   ratios over ``--rounds`` interleaved rounds (sar.bench_peer); without a peer the block says so.
 * ``eval``: COCO evaluation at COCO-val scale (``--eval-images`` / ``--eval-instances``, synthetic): rescoring +
@@ -29,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -196,19 +197,58 @@ def timed_train(overrides: list[str], name: str, extra: list[str], keys: Sequenc
             "wall_s": round(time.time() - t0, 1), **{k: metrics[k] for k in keys}}
 
 
+class GpuUtilisation:
+    """Mean GPU utilisation (%) while the ``with`` block runs, polled from ``nvidia-smi`` every 0.5 s (None where
+    nvidia-smi is missing)."""
+
+    def __enter__(self) -> Self:
+        self.mean: float | None = None
+        try:
+            self._proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0", "-lms", "500"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            self._proc = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=10)
+        values = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
+        self.mean = round(sum(values) / len(values), 1) if values else None
+
+
+#: The GPU training variants of the ``gpu`` section beside the three precisions at the default batch: larger
+#: batches with the lr scaled from the default's 16 by the square-root rule (sar.utils.scale), more workers.
+GPU_VARIANTS: dict[str, list[str]] = {
+    "bf16, batch 64, 12 workers": ["trainer.precision=bf16-mixed", "dataset.batch_size=64",
+                                   "optim.base_batch_size=16", "optim.scale_lr=sqrt", "dataset.num_workers=12"],
+    "bf16, batch 128, 12 workers": ["trainer.precision=bf16-mixed", "dataset.batch_size=128",
+                                    "optim.base_batch_size=16", "optim.scale_lr=sqrt", "dataset.num_workers=12"],
+}
+
+
 def bench_gpu(extra: list[str], batch: int = 64) -> dict:
     """On one CUDA device: the ResNet-50 256x192 step at each precision, and a short ``trainer=gpu`` run of
-    the embedded default at each precision (learns, writes metrics.json)."""
+    the embedded default at each precision and for each of :data:`GPU_VARIANTS` (learns, writes metrics.json),
+    with its training crops/s and mean GPU utilisation."""
     if not torch.cuda.is_available():
         raise SystemExit("python -m sar.bench gpu: no CUDA device")
     out: dict = {"device": torch.cuda.get_device_name(0), "steps": {}, "runs": {}}
     for precision in ("32", "bf16-mixed", "16-mixed"):
         out["steps"][precision] = bench_step(iters=20, warmup=5, batch=batch, device="cuda", precision=precision)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    for precision in ("32", "bf16-mixed", "16-mixed"):
-        out["runs"][precision] = timed_train(
-            ["trainer=gpu", f"trainer.precision={precision}", "trainer.max_epochs=6",
-             "trainer.check_val_every_n_epoch=6"], f"{stamp}-gpu-{precision}", extra)
+    runs = {p: [f"trainer.precision={p}"] for p in ("32", "bf16-mixed", "16-mixed")} | GPU_VARIANTS
+    for i, (name, overrides) in enumerate(runs.items()):
+        with GpuUtilisation() as util:
+            run = timed_train(["trainer=gpu", *overrides, "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=6"],
+                              f"{stamp}-gpu-{i}", extra, keys=(*TOPDOWN_METRICS, "global_step"))
+        batch_size = next((int(o.split("=")[1]) for o in overrides if o.startswith("dataset.batch_size=")), 16)
+        run["crops_per_s"] = round(run["global_step"] * batch_size / max(run["train_seconds"], 1e-9), 1)
+        run["gpu_util"] = util.mean
+        out["runs"][name] = run
     return out
 
 
@@ -238,7 +278,10 @@ def _table(section: str, result: dict, first: str = "head") -> str:
             lines.append(f"| {precision} | {r['heatmap']} | {r['sar']} | {r['sar_overhead_pct']} |")
         batch = next(iter(result["steps"].values()))["batch"]
         lines.append(f"\n(ResNet-50 256x192, batch {batch}, full training step.)\n")
-        return "\n".join(lines) + "\n" + _table("train", result["runs"], first="precision (SAR head)")
+        runs = result["runs"]
+        lines.append("| run (SAR head, 6 epochs) | crops/s | GPU util % |\n|---|---|---|")
+        lines += [f"| {name} | {r.get('crops_per_s', '-')} | {r.get('gpu_util', '-')} |" for name, r in runs.items()]
+        return "\n".join(lines) + "\n\n" + _table("train", runs, first="run (SAR head)")
     if section == "image_check":
         return ("| files | check files/s | decode files/s (cv2.imread) | check / decode speed |\n|---|---|---|---|\n"
                 f"| {result['files']} | {result['check_files_per_s']} | {result['decode_files_per_s']} | "

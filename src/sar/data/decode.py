@@ -26,7 +26,11 @@ import math
 
 import cv2
 import numpy as np
-import simplejpeg
+
+try:
+    import simplejpeg
+except ImportError:  # a declared dependency; an image without it (an offline GPU box) decodes with OpenCV: same pixels
+    simplejpeg = None
 
 from sar.data.image_check import ImageReadError, truncation_problem
 
@@ -53,7 +57,7 @@ def _read_bytes(path: str, where: str) -> np.ndarray:
 
 
 def _is_jpeg(data: np.ndarray) -> bool:
-    return data.size > 2 and int(data[0]) == _JPEG_SOI[0] and int(data[1]) == _JPEG_SOI[1]
+    return simplejpeg is not None and data.size > 2 and int(data[0]) == _JPEG_SOI[0] and int(data[1]) == _JPEG_SOI[1]
 
 
 def reduction_for(pixels_per_output: float, max_factor: int = 8) -> int:

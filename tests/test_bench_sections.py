@@ -1,4 +1,4 @@
-"""The convergence section of sar.bench: run order, resumable run folders, table and plot."""
+"""sar.bench sections: convergence (run order, resumable run folders, table and plot) and gpu (crops/s, utilisation)."""
 
 from __future__ import annotations
 
@@ -51,3 +51,39 @@ def test_table_gives_sar_lead_in_points_and_plot_is_written(tmp_path, monkeypatc
     assert "![SAR and heatmap against the training budget](benchmarks/convergence.png)" in table
     png = bc.convergence_plot(result, tmp_path / "out" / "convergence.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_section_reports_crops_per_second_and_utilisation(monkeypatch, tmp_path):
+    """The gpu block (run on a lent GPU by scripts/gpu_check.sh) with CUDA, the runs and nvidia-smi stood in."""
+    from sar import bench
+
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench.torch.cuda, "get_device_name", lambda i: "Fake H200")
+    monkeypatch.setattr(bench, "bench_step", lambda **kw: {"heatmap": 10.0, "sar": 9.0, "sar_overhead_pct": 11.1,
+                                                            "batch": kw["batch"]})
+    runs = []
+
+    def fake_train(overrides, name, extra, keys):
+        runs.append(overrides)
+        return {"command": " ".join(overrides), "wall_s": 1.0, "AP": 0.5, "AP50": 0.9, "AP75": 0.6, "AR": 0.6,
+                "kpt_error_px": 7.0, "train_seconds": 10.0, "global_step": 100}
+
+    class FakeSmi:
+        def __init__(self, *a, **k):
+            pass
+
+        def terminate(self):
+            pass
+
+        def communicate(self, timeout):
+            return "40\n60\n80\n", ""
+
+    monkeypatch.setattr(bench, "timed_train", fake_train)
+    monkeypatch.setattr(bench.subprocess, "Popen", FakeSmi)
+    result = bench.bench_gpu([])
+    assert len(runs) == 3 + len(bench.GPU_VARIANTS)
+    big = result["runs"]["bf16, batch 128, 12 workers"]
+    assert big["crops_per_s"] == 100 * 128 / 10.0 and big["gpu_util"] == 60.0
+    assert result["runs"]["32"]["crops_per_s"] == 100 * 16 / 10.0
+    table = bench._table("gpu", result)
+    assert "| bf16, batch 128, 12 workers | 1280.0 | 60.0 |" in table
