@@ -87,3 +87,4 @@ def test_gpu_section_reports_crops_per_second_and_utilisation(monkeypatch, tmp_p
     assert result["runs"]["32"]["crops_per_s"] == 100 * 16 / 10.0
     table = bench._table("gpu", result)
     assert "| bf16, batch 128, 12 workers | 1280.0 | 60.0 |" in table
+

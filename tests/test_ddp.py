@@ -111,3 +111,18 @@ def test_ddp_inside_a_local_sweep(tmp_path: Path) -> None:
         scaled = yaml.safe_load((job / "config.yaml").read_text())["optim"]["scaled"]
         assert scaled["world_size"] == 2
     assert (sweeps[0] / "summary.md").exists()
+
+
+def test_loaders_pin_memory_only_for_a_cuda_trainer():
+    from types import SimpleNamespace
+
+    import pytorch_lightning as pl
+    import torch
+
+    from sar.data.datamodule import pin_memory
+
+    dm = pl.LightningDataModule()
+    assert pin_memory(dm) is False  # no trainer yet
+    for device, expected in [("cpu", False), ("cuda", True)]:
+        dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        assert pin_memory(dm) is expected

@@ -79,6 +79,13 @@ def resolve_dataset_root(dataset_cfg: Mapping[str, Any]) -> Path:
     return ensure_synthetic(synthetic_config(dataset_cfg), Path(str(cache_dir)).expanduser(), fmt=fmt)
 
 
+def pin_memory(dm: pl.LightningDataModule) -> bool:
+    """Pinned host memory for the loaders of a DataModule whose trainer runs on a CUDA device (faster, asynchronous
+    host-to-device copies); unpinned otherwise (no trainer yet, CPU training)."""
+    trainer = getattr(dm, "trainer", None)
+    return bool(trainer is not None and trainer.strategy.root_device.type == "cuda")
+
+
 def resumable_train_loader(dm: pl.LightningDataModule, dataset: Any, collate_fn: Any = None) -> ResumableLoader:
     """The training loader of a DataModule with ``cfg`` (``batch_size``, ``num_workers``) and ``seed``: shuffled by
     (seed, epoch), drop_last, and resumable mid-epoch from the attached trainer's (epoch, batches processed), which
@@ -94,7 +101,7 @@ def resumable_train_loader(dm: pl.LightningDataModule, dataset: Any, collate_fn:
     kwargs = {} if collate_fn is None else {"collate_fn": collate_fn}
     return ResumableLoader(dataset, batch_size=int(dm.cfg["batch_size"]), sampler=EpochSampler(len(dataset), dm.seed),
                            num_workers=workers, drop_last=True, persistent_workers=workers > 0, progress=progress,
-                           **kwargs)
+                           pin_memory=pin_memory(dm), **kwargs)
 
 
 class TopDownDataModule(pl.LightningDataModule):
@@ -346,7 +353,7 @@ class TopDownDataModule(pl.LightningDataModule):
         workers = int(self.cfg["num_workers"])
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=shuffle,
-            persistent_workers=workers > 0,
+            persistent_workers=workers > 0, pin_memory=pin_memory(self),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sar.data import transforms as T
-from sar.data.datamodule import resumable_train_loader
+from sar.data.datamodule import pin_memory, resumable_train_loader
 from sar.data.formats.h36m import H36MProtocol, load_h36m
 from sar.data.image_check import check_record_images
 from sar.data.topdown import SeededDataset, _to_tensor, read_image
@@ -287,7 +287,8 @@ class Pose3DDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         workers = int(self.cfg["num_workers"])
         return [DataLoader(ds, batch_size=int(self.cfg["val_batch_size"]), shuffle=False, num_workers=workers,
-                           persistent_workers=workers > 0, collate_fn=_collate) for ds in self.val_sets]
+                           persistent_workers=workers > 0, pin_memory=pin_memory(self), collate_fn=_collate)
+                for ds in self.val_sets]
 
     def mean_pose_baseline(self) -> float:
         """MPJPE (mm) of predicting the mean root-relative training pose for every test frame (the baseline of
