@@ -147,6 +147,10 @@ def test_stored_config_fallbacks_are_the_yaml_values_where_the_yaml_states_none_
         for dotted, value in STORED_CONFIG_DEFAULTS.items():
             key = dotted.split(".", 1)[1]
             if dotted.startswith("backbone.") and key not in ("channels", "stride"):
+                if (backbone, key) == ("resnet50", "channels_last"):
+                    # NHWC since issue 14 (faster); older ResNet-50 checkpoints keep the NCHW they trained in
+                    assert bcfg[key] is True and value is False
+                    continue
                 assert bcfg[key] == value, (backbone, dotted)
     augmentation = OmegaConf.load(CONF_DIR / "task" / "topdown.yaml").augmentation
     for dotted, value in STORED_CONFIG_DEFAULTS.items():
