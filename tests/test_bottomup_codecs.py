@@ -18,6 +18,7 @@ import torch
 from sar.codecs.bottomup import AECodec, DEKRCodec, SARAECodec, SARCenterCodec
 from sar.codecs.bottomup.center import refine_to_peaks
 from sar.codecs.bottomup.common import flip_back_maps, flip_back_offsets, pose_nms
+from sar.codecs.sar import sar_grid
 from sar.data.spec import load_spec
 from sar.evaluation.coco_ap import CocoEvaluator
 
@@ -197,6 +198,23 @@ def test_pose_nms_suppresses_duplicates() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Oracle AP on real samples
+def test_oracle_places_unlabelled_keypoints_on_the_body_and_regresses_near_the_centre() -> None:
+    """The oracle's stand-ins: a person's unlabelled keypoint at the mean of its labelled ones (not the image
+    corner, where every person's would meet and trip the pose NMS), and the sar_center pose regressed by the cells
+    around the centre too (the codec's smoothing can move the peak one cell)."""
+    kp, vis, areas = person_set()
+    codec, oracle = make_codec("sar_center", (128, 96), SIG3)
+    t = _batch(codec.encode(kp, vis, areas))
+    out = oracle(t)
+    w, h = codec.heatmap_size
+    c = int(t["center_cells"][0, 3])
+    for cell in (c, c + 1, c - w):  # the centre, its right neighbour, the cell above
+        pose = (sar_grid(w, h).flatten(1)[:, cell][None] - out["offsets"][0, :, :, cell // w, cell % w]).numpy()
+        pose_px = pose * np.array([128, 96])
+        np.testing.assert_allclose(pose_px[[0, 2]], kp[3][[0, 2]], atol=1e-3)
+        np.testing.assert_allclose(pose_px[1], kp[3][[0, 2]].mean(0), atol=1e-3)  # hidden: the labelled mean
+
+
 # ---------------------------------------------------------------------------------------------------------------
 DATASETS = {
     "coco": ("coco/test_coco.json", "coco"),

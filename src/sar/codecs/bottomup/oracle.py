@@ -5,7 +5,9 @@ heads) use them. Each codec's ``oracle_outputs(targets)`` calls the function of 
 
 Probabilities become logits clamped at 1e-4 (the outputs are logits where the head gives logits). Per person:
 ``sar_center`` puts a 1-cell-wide Gaussian peak of its centre selector on the centre cell (it survives the
-codec's average-pool smoothing) and the exact pose offsets there; ``dekr`` the GT heatmaps and the exact offsets
+codec's average-pool smoothing) and the exact pose offsets there and at the cells within 2 of it that are nearest
+to this centre (unlabelled keypoints: at the mean of the
+labelled ones, ``_filled_keypoints``); ``dekr`` the GT heatmaps and the exact offsets
 at the centre cell (the encoded disc elsewhere); ``sar_ae`` a confident selector (logit 10, else -10) and the
 exact offset at each keypoint's cell; the AE heads the GT heatmaps. Tags: every cell of channel k carries the
 index of the person whose keypoint k is nearest (in cells), so grouping by tags is exact.
@@ -20,6 +22,7 @@ from sar.codecs.sar import sar_grid
 __all__ = ["oracle_ae", "oracle_dekr", "oracle_sar_ae", "oracle_sar_center"]
 
 _HI, _LO = 10.0, -10.0
+_OWN_RADIUS = 2  # cells around a centre whose sar_center offsets regress that person
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:
@@ -39,6 +42,19 @@ def _nearest_person_tags(t: dict[str, torch.Tensor], width: int, height: int) ->
     return d2.argmin(1).float()
 
 
+def _filled_keypoints(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``keypoints_norm`` (B,P,K,2) with each person's unlabelled keypoints at the mean of its labelled ones.
+
+    The targets hold 0 there (no ground truth), so an oracle that regresses them verbatim would put every
+    person's unlabelled keypoints on the image corner: two such poses then overlap there and the pose OKS-NMS
+    suppresses true people. A network predicts unlabelled joints near the body; the mean of the labelled ones is
+    the oracle's stand-in (COCO OKS ignores unlabelled keypoints, so the score of the labelled ones is unchanged)."""
+    kp = t["keypoints_norm"].float()
+    valid = (t["keypoint_valid"] > 0)[..., None].float()
+    mean = (kp * valid).sum(2, keepdim=True) / valid.sum(2, keepdim=True).clamp_min(1)
+    return torch.where(valid > 0, kp, mean.expand_as(kp))
+
+
 def oracle_sar_center(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:
     width, height = hm_size
     b, p, k, _ = t["keypoints_norm"].shape
@@ -46,13 +62,20 @@ def oracle_sar_center(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> d
     offsets = torch.zeros(b, k, 2, height * width)
     grid = sar_grid(width, height).flatten(1)  # (2,T)
     xs, ys = torch.arange(height * width) % width, torch.arange(height * width) // width
+    keypoints = _filled_keypoints(t)
     for bi in range(b):
         for pi in range(p):
             if t["person_valid"][bi, pi] > 0:
                 c = t["center_cells"][bi, pi]
-                blob = torch.exp(-0.5 * ((xs - c % width) ** 2 + (ys - c // width) ** 2).float())
+                d2 = ((xs - c % width) ** 2 + (ys - c // width) ** 2).float()
+                blob = torch.exp(-0.5 * d2)
+                # the cells within 2 of the centre that are nearer this person's centre than any earlier one's
+                # regress this person's pose, as a trained network's dense offsets do near a centre (the codec's
+                # smoothing may move the peak off the centre cell)
+                own = (d2 <= _OWN_RADIUS**2) & (blob > conf[bi, 0])
                 conf[bi, 0] = torch.maximum(conf[bi, 0], blob)
-                offsets[bi, :, :, c] = grid[:, c][None] - t["keypoints_norm"][bi, pi].float()
+                cells = own.nonzero().flatten()
+                offsets[bi, :, :, cells] = grid[:, cells][None] - keypoints[bi, pi][..., None]
     return {"center_logits": _logit(conf).reshape(b, 1, height, width),
             "offsets": offsets.reshape(b, k, 2, height, width), "heatmap": _logit(t["heatmap"])}
 
@@ -61,7 +84,7 @@ def oracle_dekr(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[st
     width, height = hm_size
     b, p, k, _ = t["keypoints_norm"].shape
     offsets = t["offsets"].float().clone().flatten(3)
-    kp_cells = t["keypoints_norm"].float() * torch.tensor([width, height]).float()
+    kp_cells = _filled_keypoints(t) * torch.tensor([width, height]).float()
     for bi in range(b):
         for pi in range(p):
             if t["person_valid"][bi, pi] > 0:
