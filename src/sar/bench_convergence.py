@@ -65,12 +65,13 @@ def convergence_plot(result: Mapping[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_ap, ax_err) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for head, per_budget in result["runs"].items():
+    for i, (head, per_budget) in enumerate(result["runs"].items()):
         epochs = sorted(per_budget, key=int)
-        ax_ap.plot(epochs, [per_budget[e]["AP"] for e in epochs], marker="o", label=f"{head} AP")
-        ax_ap.plot(epochs, [per_budget[e]["AP75"] for e in epochs], marker="s", linestyle="--",
+        colour = f"C{i}"  # one colour per head: AP solid, AP75 dashed
+        ax_ap.plot(epochs, [per_budget[e]["AP"] for e in epochs], marker="o", color=colour, label=f"{head} AP")
+        ax_ap.plot(epochs, [per_budget[e]["AP75"] for e in epochs], marker="s", linestyle="--", color=colour,
                    label=f"{head} AP75")
-        ax_err.plot(epochs, [per_budget[e]["kpt_error_px"] for e in epochs], marker="o", label=head)
+        ax_err.plot(epochs, [per_budget[e]["kpt_error_px"] for e in epochs], marker="o", color=colour, label=head)
     ax_ap.set(xlabel="training epochs (full schedule each)", ylabel="val AP", title="COCO OKS AP")
     ax_err.set(xlabel="training epochs (full schedule each)", ylabel="px", title="keypoint error")
     for ax in (ax_ap, ax_err):
