@@ -86,12 +86,14 @@ def image_size(data: np.ndarray) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def _decode(data: np.ndarray, where: str, reduction: int = 1) -> tuple[np.ndarray, int]:
-    """Decode ``data`` (reduced by ``reduction`` when it is a JPEG); returns the pixels and the reduction used."""
+def _decode(data: np.ndarray, where: str, reduction: int = 1,
+            size: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+    """Decode ``data`` (reduced by ``reduction`` when it is a JPEG of full ``size`` (width, height), read from its
+    header by the caller); returns the pixels and the reduction used."""
     if _is_jpeg(data):
         try:
-            if reduction > 1:
-                height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            if reduction > 1 and size is not None:
+                width, height = size
                 want = (math.ceil(height / reduction), math.ceil(width / reduction))
                 image = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=False, min_height=want[0],
                                                min_width=want[1])
@@ -118,11 +120,13 @@ class EncodedImage:
         self.where = f"image {path!r} (image_id={image_id})"
         self.data = _read_bytes(path, self.where)
         self._full: np.ndarray | None = None
-        self._size = image_size(self.data)
+        self._size: tuple[int, int] | None = None  # read on first use: a full-size decode never needs it
 
     @property
     def size(self) -> tuple[int, int]:
         if self._size is None:
+            self._size = image_size(self.data)
+        if self._size is None:  # not a JPEG (or no readable header): decode, and keep the pixels
             self._full = _decode(self.data, self.where)[0]
             self._size = (self._full.shape[1], self._full.shape[0])
         return self._size
@@ -130,9 +134,11 @@ class EncodedImage:
     def decode(self, pixels_per_output: float = 1.0, max_factor: int = 8) -> tuple[np.ndarray, int]:
         """The pixels (BGR uint8 HxWx3) and the reduction r used (1: full size); map a warp of full-size
         coordinates through :func:`reduction_matrix` ``(r)`` to apply it to these pixels."""
+        r = reduction_for(pixels_per_output, max_factor)
+        size = self.size if r > 1 else None  # the header, read once (a non-JPEG is decoded by `size`)
         if self._full is not None:
             return self._full, 1
-        return _decode(self.data, self.where, reduction_for(pixels_per_output, max_factor))
+        return _decode(self.data, self.where, r, size)
 
 
 def read_image(path: str, image_id: int | None = None) -> np.ndarray:
