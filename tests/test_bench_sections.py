@@ -28,7 +28,7 @@ def _fake_train(calls: list[list[str]]):
 
 def test_runs_shortest_budget_first_in_fixed_folders(tmp_path, monkeypatch):
     calls: list[list[str]] = []
-    monkeypatch.setattr(bc.subprocess, "run", _fake_train(calls))
+    monkeypatch.setattr(subprocess, "run", _fake_train(calls))
     result = bc.bench_convergence(["dataset.batch_size=8"], budgets=[18, 6], root=tmp_path / "c")
     order = [(c[3], c[4]) for c in calls]
     assert order == [("head=sar", "trainer.max_epochs=6"), ("head=heatmap", "trainer.max_epochs=6"),
@@ -41,7 +41,7 @@ def test_runs_shortest_budget_first_in_fixed_folders(tmp_path, monkeypatch):
 
 
 def test_table_gives_sar_lead_in_points_and_plot_is_written(tmp_path, monkeypatch):
-    monkeypatch.setattr(bc.subprocess, "run", _fake_train([]))
+    monkeypatch.setattr(subprocess, "run", _fake_train([]))
     result = bc.bench_convergence([], budgets=[6, 36], root=tmp_path / "c")
     table = bc.convergence_table(result, "benchmarks/convergence.png")
     rows = [line for line in table.splitlines() if line.startswith(("| 6 |", "| 36 |"))]

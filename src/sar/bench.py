@@ -185,10 +185,12 @@ def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8, device: str = "c
 TOPDOWN_METRICS = ("AP", "AP50", "AP75", "AR", "kpt_error_px", "train_seconds")
 
 
-def timed_train(overrides: list[str], name: str, extra: list[str], keys: Sequence[str] = TOPDOWN_METRICS) -> dict:
+def timed_train(overrides: list[str], name: str, extra: list[str], keys: Sequence[str] = TOPDOWN_METRICS,
+                run_dir: Path | None = None) -> dict:
     """One ``python -m sar.train`` run in ``outputs/bench/<name>`` (a new directory per run: a reused one would
-    auto-resume from its last.ckpt): its command, run directory, wall seconds and the ``keys`` of its metrics.json."""
-    run_dir = Path("outputs") / "bench" / name
+    auto-resume from its last.ckpt), or in ``run_dir`` when given (a fixed folder resumes, or reads back a finished
+    run): its command, run directory, wall seconds and the ``keys`` of its metrics.json."""
+    run_dir = Path("outputs") / "bench" / name if run_dir is None else Path(run_dir)
     cmd = [sys.executable, "-m", "sar.train", *overrides, f"hydra.run.dir={run_dir}", *extra]
     t0 = time.time()
     subprocess.run(cmd, check=True)

@@ -14,13 +14,11 @@ their ``last.ckpt``. Budgets run shortest first, so a partial run already answer
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from sar.bench import timed_train
 
 __all__ = ["BUDGETS", "HEADS", "bench_convergence", "convergence_plot", "convergence_table"]
 
@@ -43,17 +41,9 @@ def bench_convergence(extra: Sequence[str], budgets: Sequence[int] = BUDGETS, he
     runs: dict[str, dict[int, dict[str, Any]]] = {head: {} for head in heads}
     for epochs in sorted(int(e) for e in budgets):
         for head in heads:
-            run_dir = root / f"{head}-{epochs}ep"
             overrides = [f"head={head}", f"trainer.max_epochs={epochs}", *extra]
-            cmd = [sys.executable, "-m", "sar.train", *overrides, f"hydra.run.dir={run_dir}"]
-            t0 = time.time()
-            subprocess.run(cmd, check=True)
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-            runs[head][epochs] = {
-                **{k: metrics[k] for k in METRICS if k in metrics},
-                "wall_s": round(time.time() - t0, 1),
-                "command": "python -m sar.train " + " ".join(overrides + [f"hydra.run.dir={run_dir}"]),
-            }
+            runs[head][epochs] = timed_train(overrides, f"{head}-{epochs}ep", [], METRICS,
+                                             run_dir=root / f"{head}-{epochs}ep")
     return {"runs": runs, "overrides": list(extra)}
 
 
