@@ -252,20 +252,25 @@ class RLELoss(ScaledLoss):
         self.flow = RealNVP(num_pairs=int(num_pairs), hidden=int(hidden))
 
     def forward(self, outputs: Tensors, targets: Tensors) -> dict[str, torch.Tensor]:
-        mu_hat = outputs["coords"]
-        with torch.autocast(device_type=mu_hat.device.type, enabled=False):
-            mu_hat = mu_hat.float()
-            sigma = outputs["sigma"].float().clamp_min(1e-9)
+        with torch.autocast(device_type=outputs["coords"].device.type, enabled=False):
+            weights = targets["keypoint_weights"].float()
+            mu_hat, sigma, gt, eps = rle_residual(outputs, targets["keypoints_rle"], (weights > 0)[..., None])
             b, k, _ = mu_hat.shape
-            weights = targets["keypoint_weights"].to(mu_hat)
-            valid = (weights > 0)[..., None]  # (B,K,1)
-            gt = targets["keypoints_rle"].to(mu_hat)
-            gt = torch.where(valid, gt, mu_hat.detach())  # no NaN/inf into the graph
-            eps = (mu_hat - gt) / sigma
             log_phi = self.flow.log_prob(eps.reshape(-1, 2)).reshape(b, k, 1)
             loss_nf, loss_q = rle_terms(mu_hat, gt, sigma, log_phi, weights[..., None])
             total = self.loss_weight * (loss_nf + loss_q)
         return {"total": total, "loss_nf": loss_nf, "loss_q": loss_q}
+
+
+def rle_residual(outputs: Tensors, gt: torch.Tensor,
+                 valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The RLE heads' outputs in float32 and the normalised residual: ``(mu_hat, sigma clamped at 1e-9, gt,
+    eps = (mu_hat - gt) / sigma)``; ``gt`` is replaced by the detached prediction where ``valid`` is false (no
+    NaN/inf of an unlabelled target into the graph). Call it with autocast disabled."""
+    mu_hat = outputs["coords"].float()
+    sigma = outputs["sigma"].float().clamp_min(1e-9)
+    gt = torch.where(valid, gt.to(mu_hat), mu_hat.detach())
+    return mu_hat, sigma, gt, (mu_hat - gt) / sigma
 
 
 def rle_terms(mu_hat: torch.Tensor, gt: torch.Tensor, sigma: torch.Tensor, log_phi: torch.Tensor,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sar.models.flow import RealNVP
-from sar.models.losses import quality_focal_loss, rle_terms
+from sar.models.losses import quality_focal_loss, rle_residual, rle_terms
 
 __all__ = ["L1Coord3DLoss", "RLE3DLoss", "SAR3DLoss", "sar3d_nll"]
 
@@ -107,14 +107,11 @@ class RLE3DLoss(nn.Module):
         self.flow2d = RealNVP(num_pairs=int(num_pairs), hidden=int(hidden), dim=2)
 
     def forward(self, outputs: Tensors, targets: Tensors) -> dict[str, torch.Tensor]:
-        mu_hat = outputs["coords"]
-        with torch.autocast(device_type=mu_hat.device.type, enabled=False):
-            mu_hat = mu_hat.float()
-            sigma = outputs["sigma"].float().clamp_min(1e-9)
+        coords = outputs["coords"]
+        with torch.autocast(device_type=coords.device.type, enabled=False):
+            gt, valid, comp = _targets(targets, coords.float())
+            mu_hat, sigma, gt, eps = rle_residual(outputs, gt, valid[..., None])
             b, k, _ = mu_hat.shape
-            gt, valid, comp = _targets(targets, mu_hat)
-            gt = torch.where(valid[..., None], gt, mu_hat.detach())
-            eps = (mu_hat - gt) / sigma
             is3d = comp[..., 2] > 0
             log3 = self.flow3d.log_prob(eps.reshape(-1, 3)).reshape(b, k)
             log2 = self.flow2d.log_prob(eps[..., :2].reshape(-1, 2)).reshape(b, k)
