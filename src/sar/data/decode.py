@@ -2,7 +2,7 @@
 
 JPEG files are decoded by libjpeg-turbo through simplejpeg (BGR, the same accurate integer IDCT and fancy
 upsampling as OpenCV's bundled libjpeg-turbo, so the pixels are identical to ``cv2.imdecode``'s, measured on
-every sample image in ../shared/data; it skips OpenCV's extra header pass and is about 1.4x faster). Other
+every sample image in ../shared/data; it skips OpenCV's extra header pass and is faster: BENCHMARKS.md, `peer` block). Other
 formats (PNG, BMP, ...) and JPEGs libjpeg-turbo cannot turn into BGR (CMYK) go through ``cv2.imdecode``.
 EXIF orientation is ignored everywhere: annotations refer to the stored pixels.
 
