@@ -173,6 +173,65 @@ def test_refine_to_peaks_moves_to_the_nearby_peak_with_quarter_offset() -> None:
     assert torch.equal(out, far) and not moved.any()
 
 
+def test_refine_to_peaks_nearest_rule_takes_the_closest_peak_not_the_strongest() -> None:
+    """``rule="nearest"``: the closest local maximum above the threshold (a neighbour's stronger joint within reach
+    does not pull the keypoint away); ``best`` takes the strongest cell."""
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 10, 6] = 0.4                          # weak peak 1 cell from the point
+    maps[0, 10, 9], maps[0, 10, 10] = 0.5, 0.95   # a stronger peak 4 cells away, with its shoulder at x 9
+    points = torch.tensor([[[5.0, 10.0]]])
+    radius = torch.tensor([6.0])
+    best, _ = refine_to_peaks(points, maps, radius, thr=0.1, rule="best")
+    near, moved = refine_to_peaks(points, maps, radius, thr=0.1, rule="nearest")
+    np.testing.assert_allclose(best[0, 0].numpy(), [9.75, 10.0])  # x 10, a quarter cell towards the 0.5 at x 9
+    np.testing.assert_allclose(near[0, 0].numpy(), [6.0, 10.0])   # x 6: neighbours equal (0), no quarter step
+    assert moved.tolist() == [[True]]
+    # the shoulder cell (x 9, 0.5) is no local maximum, so it is never the nearest peak
+    near, _ = refine_to_peaks(torch.tensor([[[8.6, 10.0]]]), maps, radius, thr=0.45, rule="nearest")
+    np.testing.assert_allclose(near[0, 0].numpy(), [9.75, 10.0])
+    with pytest.raises(ValueError, match="rule"):
+        refine_to_peaks(points, maps, radius, thr=0.1, rule="closest")
+
+
+@pytest.mark.parametrize("name", ["sar_center", "dekr"])
+def test_pose_window_averages_hypotheses_weighted_by_the_centre_confidence(name: str) -> None:
+    """``pose_window: 3``: the pose decoded at a centre peak is the confidence-weighted mean of the pose hypotheses
+    of the 3x3 cells around it (hand-computed); the sar_center oracle (every cell within 2 of a centre regressing
+    its person's pose) decodes unchanged. (DEKR's oracle gives a cell claimed by two people the smaller one's
+    offsets, so a window across two close centres mixes them.)"""
+    if name == "sar_center":
+        kp, vis, areas = person_set()
+        codec, oracle = make_codec(name, (128, 96), SIG3, pose_window=3, smooth_kernel=1, nms_thr=1.0)
+        (poses, _), = codec.decode(oracle(_batch(codec.encode(kp, vis, areas))))
+        assert np.all(_match(poses, kp, vis) <= 1e-3)
+
+    # one person, hypotheses known per cell: centre cell (x 10, y 8) says keypoint 0 is at (40, 30) px; its right
+    # neighbour, at a third of its confidence, says (44, 30): the window mean is (41, 30)
+    codec1, _ = make_codec(name, (128, 96), SIG3, pose_window=3, smooth_kernel=1, nms_thr=1.0)
+    h, w = 24, 32
+    stride = 4.0
+    conf = torch.full((1, 1, h, w), 1e-6)
+    conf[0, 0, 8, 10], conf[0, 0, 8, 11] = 0.9, 0.3
+    offsets = torch.zeros(1, 3, 2, h, w)
+    for x, hyp in ((10, (40.0, 30.0)), (11, (44.0, 30.0))):
+        if name == "dekr":  # offsets in cells: cell - keypoint
+            offsets[0, 0, 0, 8, x], offsets[0, 0, 1, 8, x] = x - hyp[0] / stride, 8 - hyp[1] / stride
+        else:  # normalised: grid - keypoint / input size
+            gx, gy = sar_grid(w, h, torch.device("cpu"), torch.float32)
+            offsets[0, 0, 0, 8, x] = gx[8, x] - hyp[0] / 128
+            offsets[0, 0, 1, 8, x] = gy[8, x] - hyp[1] / 96
+    logit = torch.log(conf / (1 - conf))
+    outputs = ({"center_logits": logit, "offsets": offsets} if name == "sar_center"
+               else {"heatmap": torch.cat([torch.zeros(1, 3, h, w), conf], 1), "offsets": offsets})
+    (poses, _), = codec1.decode(outputs)
+    np.testing.assert_allclose(poses[0, 0, :2], [41.0, 30.0], atol=1e-3)
+    codec1.pose_window = 1
+    (poses, _), = codec1.decode(outputs)
+    np.testing.assert_allclose(poses[0, 0, :2], [40.0, 30.0], atol=1e-3)
+    with pytest.raises(ValueError, match="pose_window"):
+        make_codec(name, (128, 96), SIG3, pose_window=2)
+
+
 @pytest.mark.parametrize("name", ["sar_center", "dekr"])
 def test_refine_keeps_oracle_poses_on_their_cells(name: str) -> None:
     """GT targets through ``refine: heatmap``: every keypoint snaps to its own Gaussian's peak, i.e. within a

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sar.data import transforms as T
-from sar.data.bottomup import BottomUpAug, BottomUpDataset, ignore_mask, input_warp
+from sar.data.bottomup import BottomUpAug, BottomUpDataset, dataset_augmentation, ignore_mask, input_warp
 from sar.data.formats.coco import load_coco_people
 from sar.data.spec import load_spec
 
@@ -97,6 +97,19 @@ def test_unknown_augmentation_key_is_named() -> None:
     with pytest.raises(ValueError, match="unknown keys \\['shear'\\]"):
         BottomUpAug.from_mapping({"shear": 1.0})
 
+
+
+def test_dataset_augmentation_block_overrides_the_task_and_drops_top_down_settings() -> None:
+    """A dataset's own augmentation block (the embedded default has one) overrides task.augmentation key by key;
+    top-down settings it inherits (half-body, box shift) are left out; a key neither augmentation knows is named."""
+    task = {"flip_prob": 0.5, "rotation": 30.0, "scale_range": [0.75, 1.5], "translation": 0.078125}
+    block = {"rotation": 0.0, "scale_range": [1.0, 1.0], "half_body_prob": 0.3, "shift_factor": 0.16}
+    merged = {**task, **dataset_augmentation(block, "synthetic_crowd")}
+    assert merged == {"flip_prob": 0.5, "rotation": 0.0, "scale_range": [1.0, 1.0], "translation": 0.078125}
+    assert BottomUpAug.from_mapping(merged).scale_range == (1.0, 1.0)
+    assert dataset_augmentation(None) == {}
+    with pytest.raises(ValueError, match="dataset mine: augmentation: unknown keys \\['shear'\\]"):
+        dataset_augmentation({"shear": 1.0}, "mine")
 
 def test_synthetic_crowd_regions_are_written_and_masked(tmp_path: Path) -> None:
     """With `crowd`, some images carry one iscrowd annotation (a dense group of small people, no keypoints); the

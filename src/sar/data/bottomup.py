@@ -29,12 +29,13 @@ from sar.data import transforms as T
 from sar.data.datamodule import TopDownDataModule, resolve_dataset_root
 from sar.data.formats.coco import load_coco_people
 from sar.data.image_check import check_record_images
-from sar.data.topdown import SeededDataset, _to_tensor, read_image
+from sar.data.topdown import AugConfig, SeededDataset, _to_tensor, read_image
 from sar.utils.config_keys import require
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BottomUpAug", "BottomUpDataModule", "BottomUpDataset", "ignore_mask", "input_warp"]
+__all__ = ["BottomUpAug", "BottomUpDataModule", "BottomUpDataset", "dataset_augmentation", "ignore_mask",
+           "input_warp"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,25 @@ class BottomUpAug:
         if "scale_range" in cfg:
             cfg["scale_range"] = tuple(float(v) for v in cfg["scale_range"])
         return cls(**cfg)
+
+
+def dataset_augmentation(block: Mapping[str, Any] | None, dataset: str | None = None) -> dict[str, Any]:
+    """The whole-image settings of a dataset's own ``augmentation`` block (overrides of ``task.augmentation``, as
+    the top-down task merges them; the embedded default conf/dataset/synthetic_crowd.yaml has one). The block may
+    also hold top-down settings it inherits (``half_body_*``, ``shift_*``, ...): with no person boxes they do not
+    apply and are left out (logged); a key neither augmentation knows is an error naming the dataset."""
+    block = dict(block or {})
+    whole = {f.name for f in fields(BottomUpAug)}
+    topdown = {f.name for f in fields(AugConfig)}
+    unknown = sorted(set(block) - whole - topdown)
+    if unknown:
+        raise ValueError(f"dataset {dataset}: augmentation: unknown keys {unknown} (task=bottomup knows "
+                         f"{sorted(whole)})")
+    ignored = sorted(set(block) - whole)
+    if ignored:
+        log.info("dataset %s: top-down augmentation settings %s do not apply to whole images (ignored)", dataset,
+                 ignored)
+    return {k: v for k, v in block.items() if k in whole}
 
 
 def input_warp(width: int, height: int, size: int, scale: float = 1.0, rotation: float = 0.0,
@@ -181,8 +201,8 @@ class BottomUpDataModule(TopDownDataModule):
     @classmethod
     def from_run_config(cls, config: Mapping[str, Any], system: Any) -> BottomUpDataModule:
         task, dataset = require(config, "task"), require(config, "dataset")
-        # the dataset's own augmentation block holds top-down settings: the multi-person task keeps its own
-        augmentation = dict(require(task, "augmentation", "task"))
+        augmentation = {**require(task, "augmentation", "task"),
+                        **dataset_augmentation(dataset.get("augmentation"), dataset.get("name"))}
         BottomUpAug.from_mapping(augmentation)  # every key known
         return cls(dataset, system.spec, system.codec, augmentation, seed=int(require(config, "seed")))
 

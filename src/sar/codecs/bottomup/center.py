@@ -52,13 +52,15 @@ def sample_maps(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tensor,
-                    thr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move regressed keypoints to the best keypoint-map cell near them (the CenterNet rule for poses; docs/method.md
-    "Multi-person", our choice): for each proposal ``m`` and keypoint ``k`` the cell of ``maps[k]`` with the
-    highest value within ``radius[m]`` cells of ``points[m, k]``; when that value exceeds ``thr`` the keypoint
-    moves there, refined by a quarter cell towards the higher neighbour in x and in y (HigherHRNet / MSRA
-    rule), else it stays. ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,). Returns the points
-    (M,K,2) and a (M,K) bool of the moved ones."""
+                    thr: float, rule: str = "best") -> tuple[torch.Tensor, torch.Tensor]:
+    """Move regressed keypoints to a keypoint-map cell near them (the CenterNet rule for poses; docs/method.md
+    "Multi-person", our choice). For each proposal ``m`` and keypoint ``k``, among the cells of ``maps[k]`` within
+    ``radius[m]`` cells of ``points[m, k]``: ``rule="best"`` takes the highest one and moves there when it exceeds
+    ``thr``; ``rule="nearest"`` takes the nearest local maximum (3x3) above ``thr`` (CenterNet's choice of the
+    closest keypoint detection, so a neighbour's stronger joint does not pull it away). A moved keypoint is refined
+    by a quarter cell towards the higher neighbour in x and in y (HigherHRNet / MSRA rule); else it stays.
+    ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,). Returns the points (M,K,2) and a (M,K) bool
+    of the moved ones."""
     k, h, w = maps.shape
     m = points.shape[0]
     if m == 0 or k == 0:
@@ -67,13 +69,22 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     ys = torch.arange(h, device=maps.device, dtype=points.dtype)
     dx2 = (xs[None, None, :] - points[..., 0:1]) ** 2  # (M,K,W)
     dy2 = (ys[None, None, :] - points[..., 1:2]) ** 2  # (M,K,H)
-    inside = dy2[..., :, None] + dx2[..., None, :] <= (radius[:, None, None, None] ** 2)  # (M,K,H,W)
-    vals = torch.where(inside, maps[None].to(points.dtype), torch.full_like(inside, -1.0, dtype=points.dtype))
-    best, idx = vals.flatten(2).max(-1)  # (M,K)
+    d2 = dy2[..., :, None] + dx2[..., None, :]  # (M,K,H,W)
+    inside = d2 <= (radius[:, None, None, None] ** 2)
+    if rule == "nearest":
+        peaks = (maps == F.max_pool2d(maps[None], 3, stride=1, padding=1)[0]) & (maps > thr)  # (K,H,W)
+        d2 = torch.where(inside & peaks[None], d2, torch.full_like(d2, float("inf")))
+        nearest, idx = d2.flatten(2).min(-1)  # (M,K)
+        moved = torch.isfinite(nearest)
+    elif rule == "best":
+        vals = torch.where(inside, maps[None].to(points.dtype), torch.full_like(d2, -1.0))
+        best, idx = vals.flatten(2).max(-1)  # (M,K)
+        moved = best > thr
+    else:
+        raise ValueError(f"rule must be 'best' or 'nearest', got {rule!r}")
     cx, cy = idx % w, idx // w
     peak = torch.stack([cx, cy], -1).to(points.dtype) + refine_quarter(maps[None].expand(m, k, h, w), cx, cy).to(
         points.dtype)
-    moved = best > thr
     return torch.where(moved[..., None], peak, points), moved
 
 
@@ -86,13 +97,17 @@ class _CentreCodec(BottomUpCodec):
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], sigma: float, center_sigma: float,
                  nms_kernel: int, smooth_kernel: int, nms_thr: float, max_people: int, max_proposals: int,
                  score_thr: float, sigmas: Sequence[float] | None, refine: str = "none",
-                 refine_radius: float = 0.25, refine_thr: float = 0.1) -> None:
+                 refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
+                 pose_window: int = 1) -> None:
         super().__init__(input_size, heatmap_size, sigma, nms_kernel, nms_thr, max_people, max_proposals,
                          score_thr, sigmas)
         if center_sigma <= 0:
             raise ValueError(f"center_sigma must be positive, got {center_sigma}")
         if refine not in ("none", "heatmap"):
             raise ValueError(f"refine must be 'none' or 'heatmap', got {refine!r}")
+        if refine_rule not in ("best", "nearest"):
+            raise ValueError(f"refine_rule must be 'best' or 'nearest', got {refine_rule!r}")
+        check_odd("pose_window", pose_window)
         if refine_radius < 0:
             raise ValueError(f"refine_radius must be >= 0, got {refine_radius}")
         check_odd("smooth_kernel", smooth_kernel)
@@ -101,6 +116,8 @@ class _CentreCodec(BottomUpCodec):
         self.refine = refine
         self.refine_radius = float(refine_radius)
         self.refine_thr = float(refine_thr)
+        self.refine_rule = refine_rule
+        self.pose_window = int(pose_window)
 
     # -- encoding ----------------------------------------------------------------------------------------------
     def _people(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
@@ -153,16 +170,37 @@ class _CentreCodec(BottomUpCodec):
                                                                             torch.Tensor | None]:
         conf, kmaps = self._maps(outputs)
         offsets = outputs["offsets"].float()
-        if flipped is None:
-            return conf, offsets, kmaps
-        if flip_indices is None:
-            raise ValueError("flip_indices is needed to merge flipped outputs")
-        f_conf, f_kmaps = self._maps(flipped)
-        conf = 0.5 * (conf + flip_back_maps(f_conf, None))
-        offsets = 0.5 * (offsets + flip_back_offsets(flipped["offsets"].float(), flip_indices, self._flip_shift()))
-        if kmaps is not None and f_kmaps is not None:
-            kmaps = 0.5 * (kmaps + flip_back_maps(f_kmaps, flip_indices))
+        if flipped is not None:
+            if flip_indices is None:
+                raise ValueError("flip_indices is needed to merge flipped outputs")
+            f_conf, f_kmaps = self._maps(flipped)
+            conf = 0.5 * (conf + flip_back_maps(f_conf, None))
+            offsets = 0.5 * (offsets + flip_back_offsets(flipped["offsets"].float(), flip_indices,
+                                                         self._flip_shift()))
+            if kmaps is not None and f_kmaps is not None:
+                kmaps = 0.5 * (kmaps + flip_back_maps(f_kmaps, flip_indices))
+        if self.pose_window > 1:
+            offsets = self._window_offsets(conf, offsets)
         return conf, offsets, kmaps
+
+    def _window_offsets(self, conf: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """``pose_window`` n > 1: every cell's pose hypothesis replaced by the mean of the hypotheses of the n x n
+        cells around it weighted by their centre confidence (cells outside the map left out), returned as offsets
+        of that cell again. ``conf`` (B,1,H,W), ``offsets`` (B,K,2,H,W)."""
+        b, k, _, h, w = offsets.shape
+        if self.offset_unit == "cell":
+            gy, gx = torch.meshgrid(torch.arange(h, device=offsets.device, dtype=offsets.dtype),
+                                    torch.arange(w, device=offsets.device, dtype=offsets.dtype), indexing="ij")
+        else:
+            gx, gy = sar_grid(w, h, offsets.device, offsets.dtype)
+        grid = torch.stack([gx, gy])[None, None]  # (1,1,2,H,W)
+        hyp = grid - offsets
+        n, pad = self.pose_window, self.pose_window // 2
+        weight = conf.to(offsets.dtype)
+        num = F.avg_pool2d((hyp * weight[:, None]).flatten(1, 2), n, stride=1, padding=pad,
+                           count_include_pad=False).view(b, k, 2, h, w)
+        den = F.avg_pool2d(weight, n, stride=1, padding=pad, count_include_pad=False)[:, None]
+        return grid - num / den.clamp_min(1e-12)
 
     def _points(self, offsets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Pose hypotheses (M,K,2) in input px at flat cells ``idx`` (M,) from one image's offsets (K,2,H,W)."""
@@ -224,7 +262,7 @@ class _CentreCodec(BottomUpCodec):
         cells = points / stride
         span = (cells.amax(1) - cells.amin(1)).clamp_min(1.0)  # (M,2)
         radius = (self.refine_radius * span.prod(-1).sqrt()).clamp_min(1.0)
-        cells, _ = refine_to_peaks(cells, maps, radius, self.refine_thr)
+        cells, _ = refine_to_peaks(cells, maps, radius, self.refine_thr, self.refine_rule)
         return cells * stride
 
     @staticmethod
@@ -271,9 +309,11 @@ class SARCenterCodec(_CentreCodec):
                  sigma: float = 2.0, center_sigma: float = 4.0, region_margin: int = 1, smooth_kernel: int = 3,
                  nms_kernel: int = 3, nms_thr: float = 0.8, max_people: int = 30, max_proposals: int = 30,
                  score_thr: float = 0.01, sigmas: Sequence[float] | None = None, refine: str = "none",
-                 refine_radius: float = 0.25, refine_thr: float = 0.1) -> None:
+                 refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
+                 pose_window: int = 1) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
-                         max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr)
+                         max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
+                         refine_rule, pose_window)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
         self.score = score
@@ -329,9 +369,11 @@ class DEKRCodec(_CentreCodec):
                  center_sigma: float = 4.0, offset_radius: float = 4.0, bg_weight: float = 0.1,
                  smooth_kernel: int = 1, nms_kernel: int = 5, nms_thr: float = 0.8, max_people: int = 30,
                  max_proposals: int = 30, score_thr: float = 0.01, sigmas: Sequence[float] | None = None,
-                 refine: str = "none", refine_radius: float = 0.25, refine_thr: float = 0.1) -> None:
+                 refine: str = "none", refine_radius: float = 0.25, refine_thr: float = 0.1,
+                 refine_rule: str = "best", pose_window: int = 1) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
-                         max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr)
+                         max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
+                         refine_rule, pose_window)
         if offset_radius < 0 or not 0 <= bg_weight <= 1:
             raise ValueError(f"offset_radius must be >= 0 and bg_weight in [0, 1], got {offset_radius}, {bg_weight}")
         self.offset_radius = float(offset_radius)
