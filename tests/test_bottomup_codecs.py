@@ -196,7 +196,7 @@ def test_refine_to_peaks_nearest_rule_takes_the_closest_peak_not_the_strongest()
 @pytest.mark.parametrize("name", ["sar_center", "dekr"])
 def test_pose_window_averages_hypotheses_weighted_by_the_centre_confidence(name: str) -> None:
     """``pose_window: 3``: the pose decoded at a centre peak is the confidence-weighted mean of the pose hypotheses
-    of the 3x3 cells around it (hand-computed); the sar_center oracle (every cell within 2 of a centre regressing
+    of the 3x3 cells around it that agree with the peak's (``pose_window_gate``; hand-computed); the sar_center oracle (every cell within 2 of a centre regressing
     its person's pose) decodes unchanged. (DEKR's oracle gives a cell claimed by two people the smaller one's
     offsets, so a window across two close centres mixes them.)"""
     if name == "sar_center":
@@ -205,28 +205,38 @@ def test_pose_window_averages_hypotheses_weighted_by_the_centre_confidence(name:
         (poses, _), = codec.decode(oracle(_batch(codec.encode(kp, vis, areas))))
         assert np.all(_match(poses, kp, vis) <= 1e-3)
 
-    # one person, hypotheses known per cell: centre cell (x 10, y 8) says keypoint 0 is at (40, 30) px; its right
-    # neighbour, at a third of its confidence, says (44, 30): the window mean is (41, 30)
+    # hypotheses known per cell: the centre cell (x 10, y 8) says keypoints (40, 30), (40, 90), (100, 60) px; its
+    # right neighbour, at a third of its confidence, says the same pose 4 px to the right (mean distance 4 px <= the
+    # gate 0.1 x the 60 px pose size): the window mean of keypoint 0 is (41, 30)
     codec1, _ = make_codec(name, (128, 96), SIG3, pose_window=3, smooth_kernel=1, nms_thr=1.0)
     h, w = 24, 32
     stride = 4.0
-    conf = torch.full((1, 1, h, w), 1e-6)
-    conf[0, 0, 8, 10], conf[0, 0, 8, 11] = 0.9, 0.3
-    offsets = torch.zeros(1, 3, 2, h, w)
-    for x, hyp in ((10, (40.0, 30.0)), (11, (44.0, 30.0))):
-        if name == "dekr":  # offsets in cells: cell - keypoint
-            offsets[0, 0, 0, 8, x], offsets[0, 0, 1, 8, x] = x - hyp[0] / stride, 8 - hyp[1] / stride
-        else:  # normalised: grid - keypoint / input size
-            gx, gy = sar_grid(w, h, torch.device("cpu"), torch.float32)
-            offsets[0, 0, 0, 8, x] = gx[8, x] - hyp[0] / 128
-            offsets[0, 0, 1, 8, x] = gy[8, x] - hyp[1] / 96
-    logit = torch.log(conf / (1 - conf))
-    outputs = ({"center_logits": logit, "offsets": offsets} if name == "sar_center"
-               else {"heatmap": torch.cat([torch.zeros(1, 3, h, w), conf], 1), "offsets": offsets})
-    (poses, _), = codec1.decode(outputs)
+    gx, gy = sar_grid(w, h, torch.device("cpu"), torch.float32)
+
+    def outputs_for(shift: float) -> dict[str, torch.Tensor]:
+        conf = torch.full((1, 1, h, w), 1e-6)
+        conf[0, 0, 8, 10], conf[0, 0, 8, 11] = 0.9, 0.3
+        offsets = torch.zeros(1, 3, 2, h, w)
+        pose = torch.tensor([[40.0, 30.0], [40.0, 90.0], [100.0, 60.0]])
+        for x, hyp in ((10, pose), (11, pose + torch.tensor([shift, 0.0]))):
+            if name == "dekr":  # offsets in cells: cell - keypoint
+                offsets[0, :, 0, 8, x], offsets[0, :, 1, 8, x] = x - hyp[:, 0] / stride, 8 - hyp[:, 1] / stride
+            else:  # normalised: grid - keypoint / input size
+                offsets[0, :, 0, 8, x], offsets[0, :, 1, 8, x] = gx[8, x] - hyp[:, 0] / 128, gy[8, x] - hyp[:, 1] / 96
+        if name == "sar_center":
+            return {"center_logits": torch.log(conf / (1 - conf)), "offsets": offsets}
+        return {"heatmap": torch.cat([torch.zeros(1, 3, h, w), conf], 1), "offsets": offsets}
+
+    (poses, _), = codec1.decode(outputs_for(4.0))
     np.testing.assert_allclose(poses[0, 0, :2], [41.0, 30.0], atol=1e-3)
+    # a neighbour regressing another pose (30 px away: another person) stays out of the mean
+    (poses, _), = codec1.decode(outputs_for(30.0))
+    np.testing.assert_allclose(poses[0, 0, :2], [40.0, 30.0], atol=1e-3)
+    codec1.pose_window_gate = 1.0  # a gate wide enough to let it in: (3 x 40 + 70) / 4
+    (poses, _), = codec1.decode(outputs_for(30.0))
+    np.testing.assert_allclose(poses[0, 0, :2], [47.5, 30.0], atol=1e-3)
     codec1.pose_window = 1
-    (poses, _), = codec1.decode(outputs)
+    (poses, _), = codec1.decode(outputs_for(4.0))
     np.testing.assert_allclose(poses[0, 0, :2], [40.0, 30.0], atol=1e-3)
     with pytest.raises(ValueError, match="pose_window"):
         make_codec(name, (128, 96), SIG3, pose_window=2)

@@ -98,7 +98,7 @@ class _CentreCodec(BottomUpCodec):
                  nms_kernel: int, smooth_kernel: int, nms_thr: float, max_people: int, max_proposals: int,
                  score_thr: float, sigmas: Sequence[float] | None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
-                 pose_window: int = 1) -> None:
+                 pose_window: int = 1, pose_window_gate: float = 0.1) -> None:
         super().__init__(input_size, heatmap_size, sigma, nms_kernel, nms_thr, max_people, max_proposals,
                          score_thr, sigmas)
         if center_sigma <= 0:
@@ -108,6 +108,8 @@ class _CentreCodec(BottomUpCodec):
         if refine_rule not in ("best", "nearest"):
             raise ValueError(f"refine_rule must be 'best' or 'nearest', got {refine_rule!r}")
         check_odd("pose_window", pose_window)
+        if pose_window_gate <= 0:
+            raise ValueError(f"pose_window_gate must be positive, got {pose_window_gate}")
         if refine_radius < 0:
             raise ValueError(f"refine_radius must be >= 0, got {refine_radius}")
         check_odd("smooth_kernel", smooth_kernel)
@@ -118,6 +120,7 @@ class _CentreCodec(BottomUpCodec):
         self.refine_thr = float(refine_thr)
         self.refine_rule = refine_rule
         self.pose_window = int(pose_window)
+        self.pose_window_gate = float(pose_window_gate)
 
     # -- encoding ----------------------------------------------------------------------------------------------
     def _people(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
@@ -179,28 +182,31 @@ class _CentreCodec(BottomUpCodec):
                                                          self._flip_shift()))
             if kmaps is not None and f_kmaps is not None:
                 kmaps = 0.5 * (kmaps + flip_back_maps(f_kmaps, flip_indices))
-        if self.pose_window > 1:
-            offsets = self._window_offsets(conf, offsets)
         return conf, offsets, kmaps
 
-    def _window_offsets(self, conf: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """``pose_window`` n > 1: every cell's pose hypothesis replaced by the mean of the hypotheses of the n x n
-        cells around it weighted by their centre confidence (cells outside the map left out), returned as offsets
-        of that cell again. ``conf`` (B,1,H,W), ``offsets`` (B,K,2,H,W)."""
-        b, k, _, h, w = offsets.shape
-        if self.offset_unit == "cell":
-            gy, gx = torch.meshgrid(torch.arange(h, device=offsets.device, dtype=offsets.dtype),
-                                    torch.arange(w, device=offsets.device, dtype=offsets.dtype), indexing="ij")
-        else:
-            gx, gy = sar_grid(w, h, offsets.device, offsets.dtype)
-        grid = torch.stack([gx, gy])[None, None]  # (1,1,2,H,W)
-        hyp = grid - offsets
-        n, pad = self.pose_window, self.pose_window // 2
-        weight = conf.to(offsets.dtype)
-        num = F.avg_pool2d((hyp * weight[:, None]).flatten(1, 2), n, stride=1, padding=pad,
-                           count_include_pad=False).view(b, k, 2, h, w)
-        den = F.avg_pool2d(weight, n, stride=1, padding=pad, count_include_pad=False)[:, None]
-        return grid - num / den.clamp_min(1e-12)
+    def _window_points(self, conf: torch.Tensor, offsets: torch.Tensor, idx: torch.Tensor,
+                       points: torch.Tensor) -> torch.Tensor:
+        """``pose_window`` n > 1: the pose of each peak ``idx`` (M,) becomes the mean of the pose hypotheses of the
+        n x n cells around it, weighted by their centre confidence ``conf`` (1,H,W), over the cells whose hypothesis
+        agrees with the peak's own ``points`` (M,K,2) px: mean keypoint distance <= ``pose_window_gate`` x the
+        size ``sqrt(w * h)`` of the peak pose's keypoint box (so a neighbouring person's cells never join).
+        Cells outside the map are left out; the peak cell always counts."""
+        _, h, w = conf.shape
+        m, k = points.shape[:2]
+        r = self.pose_window // 2
+        d = torch.arange(-r, r + 1, device=idx.device)
+        dy, dx = torch.meshgrid(d, d, indexing="ij")
+        ny = (idx // w)[:, None] + dy.flatten()[None]  # (M,n*n)
+        nx = (idx % w)[:, None] + dx.flatten()[None]
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        cells = ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)
+        hyp = self._points(offsets, cells.flatten()).view(m, -1, k, 2)  # (M,n*n,K,2) px
+        dist = (hyp - points[:, None]).norm(dim=-1).mean(-1)  # (M,n*n)
+        span = (points.amax(1) - points.amin(1)).clamp_min(1.0).prod(-1).sqrt()  # (M,)
+        agree = dist <= self.pose_window_gate * span[:, None]
+        weight = conf.flatten()[cells].to(points.dtype) * (inside & agree)
+        weight = torch.where(cells == idx[:, None], weight.clamp_min(1e-12), weight)  # the peak always counts
+        return (weight[..., None, None] * hyp).sum(1) / weight.sum(1)[:, None, None]
 
     def _points(self, offsets: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Pose hypotheses (M,K,2) in input px at flat cells ``idx`` (M,) from one image's offsets (K,2,H,W)."""
@@ -243,6 +249,8 @@ class _CentreCodec(BottomUpCodec):
             keep = torch.isfinite(vals[0])
             vals, idx = vals[0][keep], idx[0][keep]
             points = self._points(offsets[b], idx)  # (M,K,2) px
+            if self.pose_window > 1:
+                points = self._window_points(conf[b], offsets[b], idx, points)
             if rmaps is not None:
                 points = self._refined(points, rmaps[b])
             heat = None
@@ -310,10 +318,10 @@ class SARCenterCodec(_CentreCodec):
                  nms_kernel: int = 3, nms_thr: float = 0.8, max_people: int = 30, max_proposals: int = 30,
                  score_thr: float = 0.01, sigmas: Sequence[float] | None = None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
-                 pose_window: int = 1) -> None:
+                 pose_window: int = 1, pose_window_gate: float = 0.1) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window)
+                         refine_rule, pose_window, pose_window_gate)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
         self.score = score
@@ -370,10 +378,11 @@ class DEKRCodec(_CentreCodec):
                  smooth_kernel: int = 1, nms_kernel: int = 5, nms_thr: float = 0.8, max_people: int = 30,
                  max_proposals: int = 30, score_thr: float = 0.01, sigmas: Sequence[float] | None = None,
                  refine: str = "none", refine_radius: float = 0.25, refine_thr: float = 0.1,
-                 refine_rule: str = "best", pose_window: int = 1) -> None:
+                 refine_rule: str = "best", pose_window: int = 1,
+                 pose_window_gate: float = 0.1) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window)
+                         refine_rule, pose_window, pose_window_gate)
         if offset_radius < 0 or not 0 <= bg_weight <= 1:
             raise ValueError(f"offset_radius must be >= 0 and bg_weight in [0, 1], got {offset_radius}, {bg_weight}")
         self.offset_radius = float(offset_radius)
