@@ -238,6 +238,10 @@ def test_pose_window_averages_hypotheses_weighted_by_the_centre_confidence(name:
     codec1.pose_window = 1
     (poses, _), = codec1.decode(outputs_for(4.0))
     np.testing.assert_allclose(poses[0, 0, :2], [40.0, 30.0], atol=1e-3)
+    codec1.pose_window = 3  # no peak above the threshold: no pose, no error
+    empty = {k: v * 0 - 20 if k in ("center_logits", "heatmap") else v for k, v in outputs_for(4.0).items()}
+    (poses, scores), = codec1.decode(empty)
+    assert poses.shape == (0, 3, 3) and scores.shape == (0,)
     with pytest.raises(ValueError, match="pose_window"):
         make_codec(name, (128, 96), SIG3, pose_window=2)
 

@@ -193,6 +193,8 @@ class _CentreCodec(BottomUpCodec):
         Cells outside the map are left out; the peak cell always counts."""
         _, h, w = conf.shape
         m, k = points.shape[:2]
+        if m == 0:
+            return points
         r = self.pose_window // 2
         d = torch.arange(-r, r + 1, device=idx.device)
         dy, dx = torch.meshgrid(d, d, indexing="ij")
