@@ -206,7 +206,8 @@ class _CentreCodec(BottomUpCodec):
         dist = (hyp - points[:, None]).norm(dim=-1).mean(-1)  # (M,n*n)
         span = (points.amax(1) - points.amin(1)).clamp_min(1.0).prod(-1).sqrt()  # (M,)
         agree = dist <= self.pose_window_gate * span[:, None]
-        weight = conf.flatten()[cells].to(points.dtype) * (inside & agree)
+        # DEKR's centre map is a raw MSE heatmap: a negative value weighs nothing, not against the mean
+        weight = conf.flatten()[cells].to(points.dtype).clamp_min(0) * (inside & agree)
         weight = torch.where(cells == idx[:, None], weight.clamp_min(1e-12), weight)  # the peak always counts
         return (weight[..., None, None] * hyp).sum(1) / weight.sum(1)[:, None, None]
 
