@@ -20,7 +20,9 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi -L
 python3 -c "import torch, pytorch_lightning, timm; print('torch', torch.__version__, 'lightning', pytorch_lightning.__version__, 'timm', timm.__version__)"
-python3 -m sar.bench gpu --write BENCHMARKS.md dataset.num_workers=8 "$@" > "$out/gpu.log" 2>&1 || status=$?
+python3 -m sar.bench gpu --write BENCHMARKS.md "$@" > "$out/gpu.log" 2>&1 || status=$?
 cp BENCHMARKS.md "$out/BENCHMARKS.md"
+# the profile of the first (before) run: where its time went
+for f in outputs/bench/*-gpu-0/fit-gpu-profile.txt; do if [ -f "$f" ]; then cp "$f" "$out/"; fi; done
 grep -v -E "━|it/s|^\s*$" "$out/gpu.log" | tail -80
 exit "${status:-0}"

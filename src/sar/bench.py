@@ -7,8 +7,8 @@
 * ``train``: the embedded default end to end (``python -m sar.train``) for the SAR and heatmap heads; reads
   each run's ``metrics.json``.
 * ``gpu`` (not part of ``all``; needs CUDA): the ResNet-50 step at batch 64 in fp32 / bf16-mixed / 16-mixed,
-  and 6-epoch ``trainer=gpu`` runs of the embedded default at each precision and with larger batches
-  (``GPU_VARIANTS``), each with its training crops/s and mean GPU utilisation.
+  and 6-epoch ``trainer=gpu`` runs of the embedded default before issue 14 (profiled) and with larger batches
+  (``GPU_RUNS``), each with its training crops/s, speed-up over the first and mean GPU utilisation.
 * ``peer`` (``--peer-python <mmpose 1.3.2 python>``): sar against mmpose side by side, pipeline and train-step
   ratios over ``--rounds`` interleaved rounds (sar.bench_peer); without a peer the block says so.
 * ``eval``: COCO evaluation at COCO-val scale (``--eval-images`` / ``--eval-instances``, synthetic): rescoring +
@@ -222,35 +222,57 @@ class GpuUtilisation:
         self.mean = round(sum(values) / len(values), 1) if values else None
 
 
-#: The GPU training variants of the ``gpu`` section beside the three precisions at the default batch: larger
-#: batches with the lr scaled from the default's 16 by the square-root rule (sar.utils.scale), more workers.
-GPU_VARIANTS: dict[str, list[str]] = {
-    "bf16, batch 64, 12 workers": ["trainer.precision=bf16-mixed", "dataset.batch_size=64",
-                                   "optim.base_batch_size=16", "optim.scale_lr=sqrt", "dataset.num_workers=12"],
-    "bf16, batch 128, 12 workers": ["trainer.precision=bf16-mixed", "dataset.batch_size=128",
-                                    "optim.base_batch_size=16", "optim.scale_lr=sqrt", "dataset.num_workers=12"],
+#: The GPU training runs of the ``gpu`` section, each 6 epochs of the embedded default with ``trainer=gpu``. The
+#: first is ``trainer=gpu`` as it stood before issue 14 (16-mixed, batch 16, cudnn autotuning off), profiled
+#: with Lightning's SimpleProfiler (where the time goes: loader wait, step, optimiser, callbacks, validation);
+#: the others grow the batch with the lr scaled from 16 by the square-root rule and the warm-up kept at the same
+#: number of samples (100 steps of 16), bf16, cudnn autotuning on.
+GPU_BEFORE: list[str] = ["trainer.precision=16-mixed", "dataset.batch_size=16", "++trainer.benchmark=false",
+                         "dataset.num_workers=8"]
+
+
+def gpu_batch_variant(batch: int, workers: int = 12) -> list[str]:
+    """Overrides of a ``trainer=gpu`` run at ``batch`` (bf16, sqrt lr rule from 16, warm-up of 1600 samples)."""
+    return ["trainer.precision=bf16-mixed", f"dataset.batch_size={batch}", "optim.base_batch_size=16",
+            "optim.scale_lr=sqrt", f"optim.warmup_iters={max(1, round(1600 / batch))}", "++trainer.benchmark=true",
+            f"dataset.num_workers={workers}"]
+
+
+GPU_RUNS: dict[str, list[str]] = {
+    "before: 16-mixed, batch 16, 8 workers": GPU_BEFORE,
+    "bf16, batch 64, 12 workers": gpu_batch_variant(64),
+    "bf16, batch 128, 12 workers": gpu_batch_variant(128),
+    "bf16, batch 256, 12 workers": gpu_batch_variant(256),
 }
 
 
-def bench_gpu(extra: list[str], batch: int = 64) -> dict:
-    """On one CUDA device: the ResNet-50 256x192 step at each precision, and a short ``trainer=gpu`` run of
-    the embedded default at each precision and for each of :data:`GPU_VARIANTS` (learns, writes metrics.json),
-    with its training crops/s and mean GPU utilisation."""
+def bench_gpu(extra: list[str], batch: int = 64, runs: dict[str, list[str]] | None = None) -> dict:
+    """On one CUDA device: the ResNet-50 256x192 step at each precision, and 6-epoch ``trainer=gpu`` runs of the
+    embedded default (:data:`GPU_RUNS`; learn, write metrics.json), each with its training crops/s and mean GPU
+    utilisation. The first run is profiled (SimpleProfiler: ``fit-gpu-profile.txt`` in its run folder).
+    Each result is printed as it comes (a cut-off run keeps what it measured)."""
     if not torch.cuda.is_available():
         raise SystemExit("python -m sar.bench gpu: no CUDA device")
     out: dict = {"device": torch.cuda.get_device_name(0), "steps": {}, "runs": {}}
     for precision in ("32", "bf16-mixed", "16-mixed"):
         out["steps"][precision] = bench_step(iters=20, warmup=5, batch=batch, device="cuda", precision=precision)
+        print("gpu step", precision, json.dumps(out["steps"][precision]), flush=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    runs = {p: [f"trainer.precision={p}"] for p in ("32", "bf16-mixed", "16-mixed")} | GPU_VARIANTS
-    for i, (name, overrides) in enumerate(runs.items()):
+    for i, (name, overrides) in enumerate((runs or GPU_RUNS).items()):
+        run_dir = Path("outputs") / "bench" / f"{stamp}-gpu-{i}"
+        profiler = []
+        if i == 0:
+            profiler = ["+trainer.profiler._target_=pytorch_lightning.profilers.SimpleProfiler",
+                        f"+trainer.profiler.dirpath={run_dir.resolve()}", "+trainer.profiler.filename=gpu-profile"]
         with GpuUtilisation() as util:
-            run = timed_train(["trainer=gpu", *overrides, "trainer.max_epochs=6", "trainer.check_val_every_n_epoch=6"],
-                              f"{stamp}-gpu-{i}", extra, keys=(*TOPDOWN_METRICS, "global_step"))
+            run = timed_train(["trainer=gpu", *overrides, *profiler, "trainer.max_epochs=6",
+                               "trainer.check_val_every_n_epoch=6"], "", extra,
+                              keys=(*TOPDOWN_METRICS, "global_step"), run_dir=run_dir)
         batch_size = next((int(o.split("=")[1]) for o in overrides if o.startswith("dataset.batch_size=")), 16)
         run["crops_per_s"] = round(run["global_step"] * batch_size / max(run["train_seconds"], 1e-9), 1)
         run["gpu_util"] = util.mean
         out["runs"][name] = run
+        print("gpu run", name, json.dumps(run), flush=True)
     return out
 
 
@@ -281,8 +303,11 @@ def _table(section: str, result: dict, first: str = "head") -> str:
         batch = next(iter(result["steps"].values()))["batch"]
         lines.append(f"\n(ResNet-50 256x192, batch {batch}, full training step.)\n")
         runs = result["runs"]
-        lines.append("| run (SAR head, 6 epochs) | crops/s | GPU util % |\n|---|---|---|")
-        lines += [f"| {name} | {r.get('crops_per_s', '-')} | {r.get('gpu_util', '-')} |" for name, r in runs.items()]
+        lines.append("| run (SAR head, 6 epochs) | crops/s | speed-up | GPU util % |\n|---|---|---|---|")
+        first = next(iter(runs.values()), {}).get("crops_per_s")
+        for name, r in runs.items():
+            speedup = f"{r['crops_per_s'] / first:.2f}x" if first and r.get("crops_per_s") else "-"
+            lines.append(f"| {name} | {r.get('crops_per_s', '-')} | {speedup} | {r.get('gpu_util', '-')} |")
         return "\n".join(lines) + "\n\n" + _table("train", runs, first="run (SAR head)")
     if section == "image_check":
         return ("| files | check files/s | decode files/s (cv2.imread) | check / decode speed |\n|---|---|---|---|\n"
