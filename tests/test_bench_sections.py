@@ -63,7 +63,7 @@ def test_gpu_section_reports_crops_per_second_and_utilisation(monkeypatch, tmp_p
                                                             "batch": kw["batch"]})
     runs = []
 
-    def fake_train(overrides, name, extra, keys, run_dir):
+    def fake_train(overrides, run_dir, extra, keys):
         runs.append(overrides)
         return {"command": " ".join(overrides), "wall_s": 1.0, "AP": 0.5, "AP50": 0.9, "AP75": 0.6, "AR": 0.6,
                 "kpt_error_px": 7.0, "train_seconds": 10.0, "global_step": 100}

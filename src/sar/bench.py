@@ -185,12 +185,17 @@ def bench_step(iters: int = 8, warmup: int = 2, batch: int = 8, device: str = "c
 TOPDOWN_METRICS = ("AP", "AP50", "AP75", "AR", "kpt_error_px", "train_seconds")
 
 
-def timed_train(overrides: list[str], name: str, extra: list[str], keys: Sequence[str] = TOPDOWN_METRICS,
-                run_dir: Path | None = None) -> dict:
-    """One ``python -m sar.train`` run in ``outputs/bench/<name>`` (a new directory per run: a reused one would
-    auto-resume from its last.ckpt), or in ``run_dir`` when given (a fixed folder resumes, or reads back a finished
-    run): its command, run directory, wall seconds and the ``keys`` of its metrics.json."""
-    run_dir = Path("outputs") / "bench" / name if run_dir is None else Path(run_dir)
+def bench_dir(name: str) -> Path:
+    """``outputs/bench/<name>``: a benchmark run's folder (a new name per run: a reused folder auto-resumes from its
+    last.ckpt, or reads back a finished run)."""
+    return Path("outputs") / "bench" / name
+
+
+def timed_train(overrides: list[str], run_dir: Path, extra: Sequence[str] = (),
+                keys: Sequence[str] = TOPDOWN_METRICS) -> dict:
+    """One ``python -m sar.train`` run in ``run_dir`` (:func:`bench_dir`): its command, run directory, wall
+    seconds and the ``keys`` of its metrics.json."""
+    run_dir = Path(run_dir)
     cmd = [sys.executable, "-m", "sar.train", *overrides, f"hydra.run.dir={run_dir}", *extra]
     t0 = time.time()
     subprocess.run(cmd, check=True)
@@ -259,15 +264,14 @@ def bench_gpu(extra: list[str], batch: int = 64, runs: dict[str, list[str]] | No
         print("gpu step", precision, json.dumps(out["steps"][precision]), flush=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for i, (name, overrides) in enumerate((runs or GPU_RUNS).items()):
-        run_dir = Path("outputs") / "bench" / f"{stamp}-gpu-{i}"
+        run_dir = bench_dir(f"{stamp}-gpu-{i}")
         profiler = []
         if i == 0:
             profiler = ["+trainer.profiler._target_=pytorch_lightning.profilers.SimpleProfiler",
                         f"+trainer.profiler.dirpath={run_dir.resolve()}", "+trainer.profiler.filename=gpu-profile"]
         with GpuUtilisation() as util:
             run = timed_train(["trainer=gpu", *overrides, *profiler, "trainer.max_epochs=6",
-                               "trainer.check_val_every_n_epoch=6"], "", extra,
-                              keys=(*TOPDOWN_METRICS, "global_step"), run_dir=run_dir)
+                               "trainer.check_val_every_n_epoch=6"], run_dir, extra, (*TOPDOWN_METRICS, "global_step"))
         batch_size = next((int(o.split("=")[1]) for o in overrides if o.startswith("dataset.batch_size=")), 16)
         run["crops_per_s"] = round(run["global_step"] * batch_size / max(run["train_seconds"], 1e-9), 1)
         run["gpu_util"] = util.mean
@@ -287,7 +291,7 @@ def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
         extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     for head in ("sar", "heatmap"):
-        out[head] = timed_train([f"head={head}"], f"{stamp}-default-{head}", extra)
+        out[head] = timed_train([f"head={head}"], bench_dir(f"{stamp}-default-{head}"), extra)
     return out
 
 

@@ -61,12 +61,13 @@ def oracle_metrics(config: Mapping[str, Any]) -> dict[str, float]:
 def bench_bottomup(extra: Sequence[str], heads: Sequence[str] = HEADS) -> dict[str, dict[str, Any]]:
     """``python -m sar.train task=bottomup head=<head> <extra>`` for each head (one budget: the task's defaults
     plus ``extra``), each with its wall time, headline metrics and the oracle AP of its codec on the same val set."""
-    from sar.bench import timed_train
+    from sar.bench import bench_dir, timed_train
 
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     out: dict[str, dict[str, Any]] = {}
     for head in heads:
-        result = timed_train(["task=bottomup", f"head={head}"], f"{stamp}-bottomup-{head}", list(extra), METRICS)
+        result = timed_train(["task=bottomup", f"head={head}"], bench_dir(f"{stamp}-bottomup-{head}"), extra,
+                             METRICS)
         config = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())
         result["oracle_AP"] = float(oracle_metrics(config)["AP"])
         out[head] = result

@@ -42,8 +42,7 @@ def bench_convergence(extra: Sequence[str], budgets: Sequence[int] = BUDGETS, he
     for epochs in sorted(int(e) for e in budgets):
         for head in heads:
             overrides = [f"head={head}", f"trainer.max_epochs={epochs}", *extra]
-            runs[head][epochs] = timed_train(overrides, f"{head}-{epochs}ep", [], METRICS,
-                                             run_dir=root / f"{head}-{epochs}ep")
+            runs[head][epochs] = timed_train(overrides, root / f"{head}-{epochs}ep", keys=METRICS)
     return {"runs": runs, "overrides": list(extra)}
 
 

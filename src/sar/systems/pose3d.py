@@ -103,13 +103,13 @@ def bench_heads(extra: list[str], fresh_data: bool = False, heads: tuple[str, ..
     import tempfile
     import time
 
-    from sar.bench import timed_train
+    from sar.bench import bench_dir, timed_train
 
     if fresh_data:
         extra = [f"dataset.cache_dir={tempfile.mkdtemp(prefix='sar-bench-data-')}", *extra]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     keys = ("MPJPE", "PA_MPJPE", "MPJPE_mean_pose", "train_seconds")
-    return {head: timed_train(["task=pose3d", f"head={head}"], f"{stamp}-pose3d-{head}", list(extra), keys)
+    return {head: timed_train(["task=pose3d", f"head={head}"], bench_dir(f"{stamp}-pose3d-{head}"), extra, keys)
             for head in heads}
 
 

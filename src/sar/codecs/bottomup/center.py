@@ -88,6 +88,12 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     return torch.where(moved[..., None], peak, points), moved
 
 
+def pose_size(points: torch.Tensor) -> torch.Tensor:
+    """The size ``sqrt(w * h)`` of each pose's keypoint box, in the unit of ``points`` (M,K,2), each side clamped
+    at 1 unit (a pose collapsed to a line or a point still has a size): (M,)."""
+    return (points.amax(1) - points.amin(1)).clamp_min(1.0).prod(-1).sqrt()
+
+
 class _CentreCodec(BottomUpCodec):
     """Shared encode / decode skeleton; subclasses set the offset unit and the confidence / keypoint scores."""
 
@@ -204,8 +210,7 @@ class _CentreCodec(BottomUpCodec):
         cells = ny.clamp(0, h - 1) * w + nx.clamp(0, w - 1)
         hyp = self._points(offsets, cells.flatten()).view(m, -1, k, 2)  # (M,n*n,K,2) px
         dist = (hyp - points[:, None]).norm(dim=-1).mean(-1)  # (M,n*n)
-        span = (points.amax(1) - points.amin(1)).clamp_min(1.0).prod(-1).sqrt()  # (M,)
-        agree = dist <= self.pose_window_gate * span[:, None]
+        agree = dist <= self.pose_window_gate * pose_size(points)[:, None]  # size in px
         # DEKR's centre map is a raw MSE heatmap: a negative value weighs nothing, not against the mean
         weight = conf.flatten()[cells].to(points.dtype).clamp_min(0) * (inside & agree)
         weight = torch.where(cells == idx[:, None], weight.clamp_min(1e-12), weight)  # the peak always counts
@@ -271,8 +276,7 @@ class _CentreCodec(BottomUpCodec):
         size ``sqrt(w * h)`` of each regressed pose's keypoint box (at least 1 cell)."""
         stride = points.new_tensor(self.stride)
         cells = points / stride
-        span = (cells.amax(1) - cells.amin(1)).clamp_min(1.0)  # (M,2)
-        radius = (self.refine_radius * span.prod(-1).sqrt()).clamp_min(1.0)
+        radius = (self.refine_radius * pose_size(cells)).clamp_min(1.0)  # size in cells
         cells, _ = refine_to_peaks(cells, maps, radius, self.refine_thr, self.refine_rule)
         return cells * stride
 
