@@ -92,3 +92,29 @@ def test_gpu_section_reports_crops_per_second_and_utilisation(monkeypatch, tmp_p
     table = bench._table("gpu", result)
     assert "| bf16, batch 128, 12 workers | 1280.0 | 8.00x | 60.0 |" in table
 
+
+
+def test_batch_section_scales_lr_and_warmup_and_reports_ap_change(tmp_path, monkeypatch):
+    from sar import bench
+
+    calls: list[list[str]] = []
+
+    def fake_run(cmd, check):
+        calls.append(cmd)
+        over = dict(a.split("=", 1) for a in cmd[3:])
+        run_dir = Path(over["hydra.run.dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        batch = int(over["dataset.batch_size"])
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"AP": 0.56 - 0.0001 * batch, "AP50": 0.9, "AP75": 0.6, "AR": 0.6, "kpt_error_px": 7.0,
+             "train_seconds": 100.0, "global_step": 6 * 2500 // batch}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.chdir(tmp_path)
+    result = bench.bench_batch([], batches=(16, 128))
+    # batch 16 is the default itself (factor 1, 100 warm-up steps); 128: sqrt rule, warm-up of 1600 samples
+    assert "optim.warmup_iters=100" in calls[0] and "optim.scale_lr=sqrt" in calls[0]
+    assert "dataset.batch_size=128" in calls[1] and "optim.warmup_iters=12" in calls[1]
+    table = bench._table("batch", result)
+    assert "| batch 128 | 117 | 0.547 | 0.600 | 7.00 | -0.011 | 100.0 |" in table

@@ -9,6 +9,8 @@
 * ``gpu`` (not part of ``all``; needs CUDA): the ResNet-50 step at batch 64 in fp32 / bf16-mixed / 16-mixed,
   and 6-epoch ``trainer=gpu`` runs of the embedded default before issue 14 (profiled) and with larger batches
   (``GPU_RUNS``), each with its training crops/s, speed-up over the first and mean GPU utilisation.
+* ``batch`` (not part of ``all``): the embedded default at batch 16, 64 and 128 with the lr rule of the GPU
+  recipe (sqrt scaling, warm-up in samples): the AP each keeps at the usual 6 epochs.
 * ``peer`` (``--peer-python <mmpose 1.3.2 python>``): sar against mmpose side by side, pipeline and train-step
   ratios over ``--rounds`` interleaved rounds (sar.bench_peer); without a peer the block says so.
 * ``eval``: COCO evaluation at COCO-val scale (``--eval-images`` / ``--eval-instances``, synthetic): rescoring +
@@ -236,10 +238,16 @@ GPU_BEFORE: list[str] = ["trainer.precision=16-mixed", "dataset.batch_size=16", 
                          "dataset.num_workers=8"]
 
 
+def batch_overrides(batch: int) -> list[str]:
+    """The embedded default at ``batch``: the lr scaled from its batch 16 by the square-root rule, the warm-up kept
+    at the same number of samples (100 steps of 16 = 1600)."""
+    return [f"dataset.batch_size={batch}", "optim.base_batch_size=16", "optim.scale_lr=sqrt",
+            f"optim.warmup_iters={max(1, round(1600 / batch))}"]
+
+
 def gpu_batch_variant(batch: int, workers: int = 12) -> list[str]:
-    """Overrides of a ``trainer=gpu`` run at ``batch`` (bf16, sqrt lr rule from 16, warm-up of 1600 samples)."""
-    return ["trainer.precision=bf16-mixed", f"dataset.batch_size={batch}", "optim.base_batch_size=16",
-            "optim.scale_lr=sqrt", f"optim.warmup_iters={max(1, round(1600 / batch))}", "++trainer.benchmark=true",
+    """Overrides of a ``trainer=gpu`` run at ``batch`` (:func:`batch_overrides`, bf16, cudnn autotuning)."""
+    return ["trainer.precision=bf16-mixed", *batch_overrides(batch), "++trainer.benchmark=true",
             f"dataset.num_workers={workers}"]
 
 
@@ -280,6 +288,23 @@ def bench_gpu(extra: list[str], batch: int = 64, runs: dict[str, list[str]] | No
     return out
 
 
+#: Batch sizes of the ``batch`` section (the first is the default's).
+BATCHES: tuple[int, ...] = (16, 64, 128)
+
+
+def bench_batch(extra: list[str], batches: Sequence[int] = BATCHES) -> dict:
+    """Does the embedded default keep its AP at a larger batch with the lr rule (:func:`batch_overrides`)? The
+    SAR head trained for its usual budget (6 epochs, same trainer) at each of ``batches``: the accuracy half of
+    the GPU recipe's speed-up (a GPU runs larger batches faster; on a CPU the time per epoch barely changes)."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = {}
+    for batch in batches:
+        run = timed_train(batch_overrides(batch), bench_dir(f"{stamp}-batch-{batch}"), extra,
+                          (*TOPDOWN_METRICS, "global_step"))
+        out[f"batch {batch}"] = run
+    return out
+
+
 def bench_train(extra: list[str], fresh_data: bool = False) -> dict:
     """`python -m sar.train head=sar` then `head=heatmap` with the defaults. ``fresh_data``: both runs use an
     empty dataset cache, so the first run's wall time includes generating the synthetic dataset (as on a fresh
@@ -313,6 +338,14 @@ def _table(section: str, result: dict, first: str = "head") -> str:
             speedup = f"{r['crops_per_s'] / first:.2f}x" if first and r.get("crops_per_s") else "-"
             lines.append(f"| {name} | {r.get('crops_per_s', '-')} | {speedup} | {r.get('gpu_util', '-')} |")
         return "\n".join(lines) + "\n\n" + _table("train", runs, first="run (SAR head)")
+    if section == "batch":
+        rows = ["| run (SAR head, 6 epochs) | steps | AP | AP75 | kpt error (px) | AP vs first | train s | command |",
+                "|---" * 8 + "|"]
+        first = next(iter(result.values()))["AP"]
+        for name, r in result.items():
+            rows.append(f"| {name} | {r['global_step']} | {r['AP']:.3f} | {r['AP75']:.3f} | {r['kpt_error_px']:.2f} | "
+                        f"{r['AP'] - first:+.3f} | {r['train_seconds']} | `{r['command']}` |")
+        return "\n".join(rows) + "\n\nTarget (issue 14, the GPU recipe): AP within 0.01 of batch 16.\n"
     if section == "image_check":
         return ("| files | check files/s | decode files/s (cv2.imread) | check / decode speed |\n|---|---|---|---|\n"
                 f"| {result['files']} | {result['check_files_per_s']} | {result['decode_files_per_s']} | "
@@ -385,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     available = task_sections(args.task)
     if args.section != "all" and args.section not in available:
         parser.error(f"task {args.task!r} has no section {args.section!r} (sections: {', '.join(available)}, all)")
-    sections = [s for s in available if s not in ("gpu", "convergence")] if args.section == "all" else [args.section]
+    sections = [s for s in available if s not in ("gpu", "convergence", "batch")] if args.section == "all" else [args.section]
     for section in sections:
         entry = available[section]  # a runner, or (runner, markdown table of its result)
         runner, table = entry if isinstance(entry, tuple) else (entry, lambda r, s=section: _table(s, r))

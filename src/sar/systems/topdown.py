@@ -242,6 +242,7 @@ class TopDownSystem(PoseSystem):
             "step": lambda args: bench.bench_step(),
             "train": lambda args: bench.bench_train(args.overrides, fresh_data=args.fresh_data),
             "gpu": lambda args: bench.bench_gpu(args.overrides),
+            "batch": lambda args: bench.bench_batch(args.overrides),
             "image_check": lambda args: bench.bench_image_check(),
             "peer": (bench.run_peer, bench.peer_block),
             "eval": (bench.run_eval, bench.eval_block),
