@@ -66,3 +66,34 @@ def test_pck_edge_cases() -> None:
     no_box = {"annotations": [{"id": 1, "keypoints": [1, 1, 2]}]}
     with pytest.raises(ValueError, match="bbox"):
         pck([{"ann_id": 1, "keypoints": [[1.0, 1.0]]}], no_box)
+
+
+def test_oks_matched_errors_pairs_people_by_oks_and_averages_pixel_errors():
+    """Two people in image 1 (predictions given in the other order), one in image 2 with no prediction, a crowd
+    region ignored: the Hungarian OKS matching pairs each prediction with its own person; the error is the
+    hand-computed 5 px (a 3-4-5 shift) on A's labelled keypoints and 0 on B's."""
+    from sar.evaluation.keypoint_error import oks_matched_errors
+
+    sigmas = [0.05] * 4
+    a = np.array([[10, 10, 2], [30, 10, 2], [10, 40, 2], [30, 40, 0]], dtype=float)  # 3 labelled
+    b = np.array([[100, 10, 2], [120, 10, 2], [100, 40, 2], [120, 40, 2]], dtype=float)  # 4 labelled
+    gt = {"images": [{"id": 1}, {"id": 2}], "categories": [{"id": 1}], "annotations": [
+        {"id": 1, "image_id": 1, "keypoints": a.ravel().tolist(), "area": 600.0, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "keypoints": b.ravel().tolist(), "area": 600.0, "iscrowd": 0},
+        {"id": 3, "image_id": 1, "keypoints": [0] * 12, "area": 50.0, "iscrowd": 1},
+        {"id": 4, "image_id": 2, "keypoints": a.ravel().tolist(), "area": 600.0, "iscrowd": 0},
+    ]}
+    shifted = a.copy()
+    shifted[:, :2] += [3.0, 4.0]
+    shifted[3, :2] = np.nan  # an unlabelled keypoint's prediction does not count, finite or not
+    preds = [{"image_id": 1, "keypoints": b.ravel().tolist()}, {"image_id": 1, "keypoints": shifted.ravel().tolist()}]
+    out = oks_matched_errors(preds, gt, sigmas)
+    assert out["matched"] == 2 and out["unmatched"] == 1
+    assert out["kpt_error_px"] == pytest.approx(5.0 * 3 / 7)
+    assert out["per_keypoint"] == pytest.approx([2.5, 2.5, 2.5, 0.0])
+    assert out["median_per_keypoint"] == pytest.approx([2.5, 2.5, 2.5, 0.0])
+    # a prediction far from everyone (OKS ~0) matches nobody
+    far = {"image_id": 2, "keypoints": (a + [5000.0, 5000.0, 0.0]).ravel().tolist()}
+    assert oks_matched_errors([far], gt, sigmas)["unmatched"] == 3
+    with pytest.raises(ValueError, match="has 3 keypoints, expected 4"):
+        oks_matched_errors([{"image_id": 1, "keypoints": [0.0] * 9}], gt, sigmas)

@@ -693,6 +693,11 @@ class CocoEvaluator(ResultsEvaluator):
         stats = np.asarray(ev.stats, dtype=np.float64)
         return {name: float(stats[i]) for i, name in enumerate(self.METRICS)}
 
+    @property
+    def ground_truth(self) -> Mapping[str, Any]:
+        """The validated ground truth dict (areas filled in), as the evaluation reads it. Do not modify."""
+        return self._gt_dict
+
     def score(self, results: list[dict[str, Any]]) -> dict[str, float]:
         """:meth:`compute_stats` of the results: ``{"AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75",
         "ARM", "ARL"}`` (``METRICS``) as floats in [0, 1] (-1 where the ground truth has no instance of that area

@@ -32,7 +32,7 @@ from sar.data.formats.coco import (
     coco_source as _source,
 )
 
-__all__ = ["keypoint_error", "load_coco_dict", "matched_keypoints", "pck"]
+__all__ = ["keypoint_error", "load_coco_dict", "matched_keypoints", "oks_matched_errors", "pck"]
 
 log = logging.getLogger(__name__)
 
@@ -187,3 +187,73 @@ def pck(
         count += int(used.sum())
     _warn_nonfinite("pck", nonfinite)
     return hits / count if count else float("nan")
+
+
+def oks_matched_errors(
+    preds: Sequence[Mapping[str, Any]],
+    ann_file: str | os.PathLike[str] | Mapping[str, Any],
+    sigmas: Sequence[float] | np.ndarray,
+) -> dict[str, Any]:
+    """Keypoint error of multi-person predictions, which carry no annotation id: where the localisation fails
+    when AP only says that it does.
+
+    Matching, per image: every GT person that is not ``iscrowd`` and has a labelled keypoint (``v > 0``) is
+    paired with at most one prediction (``image_id``, ``keypoints`` (K*3 or (K,3)), in image pixels) by the
+    Hungarian assignment (:func:`scipy.optimize.linear_sum_assignment`) maximising their OKS (COCO's formula: the
+    GT's ``area`` as ``s^2``, its labelled keypoints only); a pair with OKS below 1e-6 stays unmatched. The error
+    of a matched pair is the pixel distance at each GT-labelled keypoint with a finite prediction.
+
+    Returns ``kpt_error_px`` (mean over every matched labelled keypoint, ``nan`` when none), ``per_keypoint``
+    (K means, ``nan`` for a keypoint never matched), ``median_per_keypoint`` (K medians), ``matched`` and
+    ``unmatched`` (GT persons with and without a prediction).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    data = load_coco_dict(ann_file)
+    sig = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+    k = sig.size
+    var = (2.0 * sig) ** 2
+    by_image: dict[int, list[np.ndarray]] = {}
+    for pred in preds:
+        kpts = np.asarray(pred["keypoints"], dtype=np.float64).reshape(-1, 3)
+        if kpts.shape[0] != k:
+            raise ValueError(f"prediction for image {pred.get('image_id')} has {kpts.shape[0]} keypoints, expected {k}")
+        by_image.setdefault(int(pred["image_id"]), []).append(kpts)
+    errors: list[list[float]] = [[] for _ in range(k)]
+    matched = unmatched = 0
+    gts: dict[int, list[Mapping[str, Any]]] = {}
+    for ann in data.get("annotations", []):
+        if ann.get("iscrowd") or "keypoints" not in ann:
+            continue
+        if (np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)[:, 2] > 0).any():
+            gts.setdefault(int(ann["image_id"]), []).append(ann)
+    for image_id, anns in gts.items():
+        cand = by_image.get(image_id, [])
+        gt = np.stack([_gt_keypoints(a, k) for a in anns])  # (G,K,3)
+        if gt.shape[1] != k:
+            raise ValueError(f"image {image_id}: the ground truth has {gt.shape[1]} keypoints, expected {k}")
+        if not cand:
+            unmatched += len(anns)
+            continue
+        pr = np.stack(cand)  # (P,K,3)
+        area = np.array([float(a.get("area", 0.0)) for a in anns]) + np.spacing(1)
+        vis = gt[..., 2] > 0  # (G,K)
+        d2 = ((pr[None, :, :, :2] - gt[:, None, :, :2]) ** 2).sum(-1)  # (G,P,K)
+        e = np.exp(-np.nan_to_num(d2, nan=np.inf) / var / area[:, None, None] / 2.0)
+        oks = (e * vis[:, None]).sum(-1) / vis.sum(-1)[:, None]  # (G,P)
+        rows, cols = linear_sum_assignment(-oks)
+        keep = oks[rows, cols] >= 1e-6
+        matched += int(keep.sum())
+        unmatched += len(anns) - int(keep.sum())
+        for g, p in zip(rows[keep], cols[keep]):
+            dist = np.sqrt(d2[g, p])
+            for j in np.nonzero(vis[g] & np.isfinite(dist))[0]:
+                errors[j].append(float(dist[j]))
+    flat = [x for e in errors for x in e]
+    return {
+        "kpt_error_px": float(np.mean(flat)) if flat else float("nan"),
+        "per_keypoint": [float(np.mean(e)) if e else float("nan") for e in errors],
+        "median_per_keypoint": [float(np.median(e)) if e else float("nan") for e in errors],
+        "matched": matched,
+        "unmatched": unmatched,
+    }

@@ -10,12 +10,15 @@ evaluator takes it as it is; the codec has already applied its OKS-NMS).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from sar.data import transforms as T
+from sar.evaluation.keypoint_error import oks_matched_errors
+from sar.evaluation.results import write_json_atomic
 from sar.systems.topdown import TopDownSystem
 
 __all__ = ["BottomUpSystem"]
@@ -70,10 +73,24 @@ class BottomUpSystem(TopDownSystem):
         return {"poses": stacked}  # checked by sar.callbacks.FiniteGuard
 
     def compute_metrics(self, preds: dict[int, list[dict]]) -> dict[str, float]:
-        """COCO-format AP/AR (CrowdPose: easy/medium/hard) of every decoded person on every val image."""
+        """COCO-format AP/AR (CrowdPose: easy/medium/hard) of every decoded person on every val image, and
+        ``kpt_error_px``: the keypoint error of the OKS-matched persons
+        (:func:`sar.evaluation.keypoint_error.oks_matched_errors`), whose per-keypoint means and medians go to
+        ``results_keypoint_errors.json`` beside the results json."""
         dm = self.trainer.datamodule
         evaluator = self.evaluator if self.evaluator is not None else self.build_evaluator(dm)
         metrics = evaluator.evaluate(preds.get(0, []), self.results_dir, prefix="results")
+        if metrics and hasattr(evaluator, "ground_truth"):
+            errors = oks_matched_errors(evaluator.last_results, evaluator.ground_truth, evaluator.sigmas)
+            metrics["kpt_error_px"] = errors["kpt_error_px"]
+            if self.results_dir is not None:
+                names = list(self.spec.keypoint_names)
+                write_json_atomic({
+                    "kpt_error_px": errors["kpt_error_px"], "matched": errors["matched"],
+                    "unmatched": errors["unmatched"],
+                    "mean_px": dict(zip(names, errors["per_keypoint"])),
+                    "median_px": dict(zip(names, errors["median_per_keypoint"])),
+                }, Path(self.results_dir) / "results_keypoint_errors.json", indent=1)
         return {k: float(v) for k, v in metrics.items()}
 
     # -- prediction on raw images (sar.predict) ----------------------------------------------------------
