@@ -2,7 +2,7 @@
 # The GPU check behind BENCHMARKS.md's "gpu" block, for a CUDA machine without network access (the project's
 # lent accelerator): installs the pure-pip dependencies its image lacks from wheels in .whl/ (if present),
 # then runs `python -m sar.bench gpu` (ResNet-50 step at fp32 / bf16-mixed / 16-mixed, and the embedded
-# default trained with trainer=gpu as before issue 14, profiled, and at batch 64 / 128 / 256 with the lr rule:
+# default trained with trainer=gpu as before issue 14, profiled, then bf16 at batch 16 / 32 / 64 with the lr rule:
 # sar.bench.GPU_RUNS). About 7 minutes of an H200. Results: $OUT (or ./gpu_check) holds the log, the
 # profile of the first run and an updated copy of BENCHMARKS.md.
 # The wheels (for the GPU machine's Python, here 3.12), fetched on a machine with network access:

@@ -85,12 +85,12 @@ def test_gpu_section_reports_crops_per_second_and_utilisation(monkeypatch, tmp_p
     # only the first (before) run is profiled, and every run is the 6-epoch trainer=gpu one
     assert any("SimpleProfiler" in o for o in runs[0]) and not any("profiler" in o for r in runs[1:] for o in r)
     assert all(r[0] == "trainer=gpu" and "trainer.max_epochs=6" in r for r in runs)
-    big = result["runs"]["bf16, batch 128, 12 workers"]
-    assert big["crops_per_s"] == 100 * 128 / 10.0 and big["gpu_util"] == 60.0
-    assert "optim.warmup_iters=12" in runs[2] and "optim.warmup_iters=6" in runs[3]  # 1600 samples of warm-up
+    big = result["runs"]["bf16, batch 64, 12 workers"]
+    assert big["crops_per_s"] == 100 * 64 / 10.0 and big["gpu_util"] == 60.0
+    assert "optim.warmup_iters=50" in runs[2] and "optim.warmup_iters=25" in runs[3]  # 1600 samples of warm-up
     assert result["runs"]["before: 16-mixed, batch 16, 8 workers"]["crops_per_s"] == 100 * 16 / 10.0
     table = bench._table("gpu", result)
-    assert "| bf16, batch 128, 12 workers | 1280.0 | 8.00x | 60.0 |" in table
+    assert "| bf16, batch 64, 12 workers | 640.0 | 4.00x | 60.0 |" in table
 
 
 
