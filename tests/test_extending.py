@@ -59,7 +59,7 @@ def test_bench_sections_and_table_layouts_come_from_the_task(monkeypatch: pytest
     from sar.bench import task_sections
     from sar.table import Run, load_paper_results, task_layouts
 
-    assert list(task_sections("topdown")) == ["pipeline", "step", "train", "gpu", "image_check", "peer", "eval",
+    assert list(task_sections("topdown")) == ["pipeline", "step", "train", "gpu", "batch", "image_check", "peer", "eval",
                                               "convergence"]
     old_run = Run(Path("a"), {})  # written before the task seam: a top-down run
     assert task_layouts([old_run]) == load_paper_results()
