@@ -11,17 +11,22 @@ import pytest
 from sar import bench_convergence as bc
 
 
-def _fake_train(calls: list[list[str]]):
+def _convergence_metrics(over: dict[str, str]) -> dict:
+    epochs = int(over["trainer.max_epochs"])
+    ap = 0.5 + 0.01 * epochs + (0.002 * epochs if over["head"] == "sar" else 0.0)
+    return {"AP": ap, "AP50": 0.9, "AP75": ap + 0.05, "AR": ap + 0.03, "kpt_error_px": 10.0 - 0.1 * epochs,
+            "train_seconds": 1.0, "epochs": epochs}
+
+
+def _fake_train(calls: list[list[str]], metrics=_convergence_metrics):
+    """subprocess.run standing in for `python -m sar.train`: records the command and writes the run folder's
+    metrics.json from ``metrics(overrides)``."""
     def run(cmd, check):
         calls.append(cmd)
         over = dict(a.split("=", 1) for a in cmd[3:])
         run_dir = Path(over["hydra.run.dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
-        epochs = int(over["trainer.max_epochs"])
-        ap = 0.5 + 0.01 * epochs + (0.002 * epochs if over["head"] == "sar" else 0.0)
-        (run_dir / "metrics.json").write_text(json.dumps(
-            {"AP": ap, "AP50": 0.9, "AP75": ap + 0.05, "AR": ap + 0.03, "kpt_error_px": 10.0 - 0.1 * epochs,
-             "train_seconds": 1.0, "epochs": epochs}))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics(over)))
         return subprocess.CompletedProcess(cmd, 0)
     return run
 
@@ -99,18 +104,12 @@ def test_batch_section_scales_lr_and_warmup_and_reports_ap_change(tmp_path, monk
 
     calls: list[list[str]] = []
 
-    def fake_run(cmd, check):
-        calls.append(cmd)
-        over = dict(a.split("=", 1) for a in cmd[3:])
-        run_dir = Path(over["hydra.run.dir"])
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def metrics(over: dict[str, str]) -> dict:
         batch = int(over["dataset.batch_size"])
-        (run_dir / "metrics.json").write_text(json.dumps(
-            {"AP": 0.56 - 0.0001 * batch, "AP50": 0.9, "AP75": 0.6, "AR": 0.6, "kpt_error_px": 7.0,
-             "train_seconds": 100.0, "global_step": 6 * 2500 // batch}))
-        return subprocess.CompletedProcess(cmd, 0)
+        return {"AP": 0.56 - 0.0001 * batch, "AP50": 0.9, "AP75": 0.6, "AR": 0.6, "kpt_error_px": 7.0,
+                "train_seconds": 100.0, "global_step": 6 * 2500 // batch}
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", _fake_train(calls, metrics))
     monkeypatch.chdir(tmp_path)
     result = bench.bench_batch([], batches=(16, 128))
     # batch 16 is the default itself (factor 1, 100 warm-up steps); 128: sqrt rule, warm-up of 1600 samples
