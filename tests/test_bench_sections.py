@@ -98,7 +98,6 @@ def test_gpu_section_reports_crops_per_second_and_utilisation(monkeypatch, tmp_p
     assert "| bf16, batch 64, 12 workers | 640.0 | 4.00x | 60.0 |" in table
 
 
-
 def test_batch_section_scales_lr_and_warmup_and_reports_ap_change(tmp_path, monkeypatch):
     from sar import bench
 

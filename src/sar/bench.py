@@ -261,7 +261,7 @@ GPU_RUNS: dict[str, list[str]] = {
 }
 
 
-def bench_gpu(extra: list[str], batch: int = 64, runs: dict[str, list[str]] | None = None) -> dict:
+def bench_gpu(extra: list[str], batch: int = 64) -> dict:
     """On one CUDA device: the ResNet-50 256x192 step at each precision, and 6-epoch ``trainer=gpu`` runs of the
     embedded default (:data:`GPU_RUNS`; learn, write metrics.json), each with its training crops/s and mean GPU
     utilisation. The first run is profiled (SimpleProfiler: ``fit-gpu-profile.txt`` in its run folder).
@@ -273,7 +273,7 @@ def bench_gpu(extra: list[str], batch: int = 64, runs: dict[str, list[str]] | No
         out["steps"][precision] = bench_step(iters=20, warmup=5, batch=batch, device="cuda", precision=precision)
         print("gpu step", precision, json.dumps(out["steps"][precision]), flush=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    for i, (name, overrides) in enumerate((runs or GPU_RUNS).items()):
+    for i, (name, overrides) in enumerate(GPU_RUNS.items()):
         run_dir = bench_dir(f"{stamp}-gpu-{i}")
         profiler = []
         if i == 0:
