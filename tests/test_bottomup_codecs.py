@@ -369,3 +369,66 @@ def oracle_table(root: Path) -> dict[str, dict[str, dict[str, float]]]:
     return {name: {ds: run_oracle(root, ds, name) for ds in DATASETS} for name in HEADS}
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Short-range offsets (refine: local, PersonLab's refinement)
+# ---------------------------------------------------------------------------------------------------------------
+def test_local_offset_targets_hand_values() -> None:
+    """Keypoint 0 at (10, 6) px, stride 4 -> map position (2.5, 1.5); radius 1 cell reaches the four cells around
+    it, each pointing at it in units of the radius; a second person's keypoint 0 at (18, 6) px -> (4.5, 1.5) takes
+    the cells nearer to it; keypoint 1 is hidden for both (no target)."""
+    codec = SARCenterCodec((32, 16), (8, 4), local_radius=1.0)
+    kp = np.array([[[10.0, 6.0], [0.0, 0.0]], [[18.0, 6.0], [0.0, 0.0]]])
+    vis = np.array([[1.0, 0.0], [1.0, 0.0]])
+    t = codec.encode(kp, vis, np.array([100.0, 100.0]))
+    w = t["local_weight"]
+    assert w[1].sum() == 0
+    assert sorted(zip(*np.nonzero(w[0]), strict=True)) == [(1, 2), (1, 3), (1, 4), (1, 5), (2, 2), (2, 3), (2, 4),
+                                                           (2, 5)]
+    off = t["local_offsets"][0]  # (2,H,W), indexed [axis, y, x]
+    np.testing.assert_allclose(off[:, 1, 2], [0.5, 0.5])
+    np.testing.assert_allclose(off[:, 2, 3], [-0.5, -0.5])
+    np.testing.assert_allclose(off[:, 1, 4], [0.5, 0.5])  # the second person's (cell (4, 1) is nearer to it)
+    np.testing.assert_allclose(off[:, 2, 5], [-0.5, -0.5])
+    assert off[:, 0].sum() == 0 and off[:, 3].sum() == 0
+    # the loss mask zeroes the weight
+    mask = np.ones((4, 8), dtype=np.float32)
+    mask[1, :] = 0
+    assert codec.encode(kp, vis, np.array([100.0, 100.0]), mask)["local_weight"][0].sum() == 4
+
+
+@pytest.mark.parametrize("name", ["sar_center", "dekr"])
+def test_refine_local_pulls_displaced_poses_back_to_the_ground_truth(name: str) -> None:
+    """Oracle outputs whose pose offsets are displaced by (1.5, -1.25) cells: without refinement every keypoint is
+    that far off; ``refine: local`` (radius 4 cells) reads the exact short-range field and lands on the GT, with and
+    without the flip merge (the mirrored pass's field is the exact mirror, read shifted by ``1 - 1/stride``)."""
+    kp, vis, areas = person_set()
+    flip = [0, 2, 1]
+    codec, oracle = make_codec(name, (128, 96), SIG3, local_radius=4.0)
+    out = oracle(_batch(codec.encode(kp, vis, areas)))
+    out["local_offsets"] = _batch(codec.encode(kp, vis, areas))["local_offsets"]
+    displaced = dict(out)
+    step = torch.tensor([1.5, -1.25])  # cells
+    unit = step if name == "dekr" else step / torch.tensor([32.0, 24.0])
+    displaced["offsets"] = out["offsets"] - unit[None, None, :, None, None]  # pose = cell - offset moves by +step
+    (plain, _), = codec.decode(displaced)
+    assert np.all(_match(plain, kp, vis) > 4.0)  # 1.5 cells x stride 4 = 6 px in x
+    codec.refine = "local"
+    (refined, _), = codec.decode(displaced)
+    assert np.all(_match(refined, kp, vis) <= 1e-3), _match(refined, kp, vis)
+    shift = 1.0 - 1.0 / 4
+    mirrored = _mirror(displaced, flip, 1 / 32 - 1 / 128, shift, name == "dekr")
+    mirrored["local_offsets"] = flip_back_offsets(out["local_offsets"], flip, -shift / codec.local_radius)
+    (both, _), = codec.decode(displaced, mirrored, flip)
+    assert np.all(_match(both, kp, vis) <= 1e-3), _match(both, kp, vis)
+
+
+def test_refine_local_needs_its_radius_and_the_head_output() -> None:
+    with pytest.raises(ValueError, match="local_radius"):
+        SARCenterCodec((64, 64), (16, 16), refine="local")
+    codec = SARCenterCodec((64, 64), (16, 16), refine="local", local_radius=3.0)
+    kp, vis, areas = person_set()
+    out = codec.oracle_outputs(_batch(SARCenterCodec((64, 64), (16, 16)).encode(kp, vis, areas)))
+    with pytest.raises(ValueError, match="local_offsets"):
+        codec.decode(out)

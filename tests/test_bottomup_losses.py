@@ -21,6 +21,7 @@ from sar.models.losses_bottomup import (
     SARAELoss,
     SARCenterLoss,
     ae_pull_push,
+    local_offset_loss,
     masked_focal_loss,
 )
 from sar.utils.config import CONF_DIR
@@ -237,3 +238,25 @@ def test_head_configs_build(name: str) -> None:
     assert torch.isfinite(parts["total"])
     decoded = codec.decode(out, {k: v.flip(-1) for k, v in out.items()}, list(range(17)))
     assert len(decoded) == 2 and all(p.shape[1:] == (17, 3) for p, _ in decoded)
+
+
+def test_local_offset_loss_hand_value() -> None:
+    """K = 2 on the 4x4 map, radius 1 cell: keypoint 0 at map position (1, 1) reaches 5 cells (itself and its 4
+    neighbours), keypoint 1 at (2, 3) reaches 4 cells (row 4 is off the map). Zero predictions: the L1 (x + y) is
+    0 at the keypoint's own cell and 1 at each neighbour -> (4 + 3) / 9; a prediction equal to the targets gives 0.
+    Masking row y = 0 drops one neighbour of keypoint 0 -> 6 / 8."""
+    codec = SARCenterCodec((16, 16), (4, 4), max_people=2, local_radius=1.0)
+    t = _batch(codec.encode(KP, VIS, AREA))
+    assert t["local_weight"].sum().item() == 9
+    zero = {"local_offsets": torch.zeros(1, 2, 2, 4, 4)}
+    assert local_offset_loss(zero, t).item() == pytest.approx(7 / 9)
+    assert local_offset_loss({"local_offsets": t["local_offsets"].clone()}, t).item() == 0.0
+    mask = np.ones((4, 4), dtype=np.float32)
+    mask[0] = 0
+    assert local_offset_loss(zero, _batch(codec.encode(KP, VIS, AREA, mask))).item() == pytest.approx(6 / 8)
+    # in the total, weighted; a head with the output but a codec without targets is an error
+    out = {**_centre_outputs((1, 1)), **zero}
+    parts = SARCenterLoss(aux_weight=0.0, local_weight=2.0)(out, t)
+    assert parts["total"].item() == pytest.approx(parts["loss_reg"].item() + 2 * 7 / 9, rel=1e-6)
+    with pytest.raises(ValueError, match="local_radius"):
+        SARCenterLoss()(out, _centre_targets())

@@ -32,8 +32,8 @@ from torch import nn
 from sar.codecs.sar import sar_grid
 from sar.models.losses import quality_focal_loss
 
-__all__ = ["AELoss", "DEKRLoss", "SARAELoss", "SARCenterLoss", "ae_pull_push", "masked_focal_loss",
-           "mixture_nll"]
+__all__ = ["AELoss", "DEKRLoss", "SARAELoss", "SARCenterLoss", "ae_pull_push", "local_offset_loss",
+           "masked_focal_loss", "mixture_nll"]
 
 _LOG_EPS = math.log(1e-6)
 
@@ -107,6 +107,20 @@ def _omega(mask: torch.Tensor, b: torch.Tensor, own: torch.Tensor, region: torch
                   & (rows[None] >= region[:, 1:2]) & (rows[None] <= region[:, 3:4]))
         flat = flat & inside
     return flat | F.one_hot(own, flat.shape[1]).bool()
+
+
+def local_offset_loss(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """PersonLab's short-range offset loss (docs/method.md "Multi-person", our addition): the L1 distance (x + y)
+    between ``local_offsets`` (B,K,2,H,W) and the codec's targets (units of ``local_radius`` cells), summed over the
+    cells of ``local_weight`` (B,K,H,W) (in reach of a keypoint, unmasked) and divided by their number (1 when
+    none)."""
+    if "local_offsets" not in targets:
+        raise ValueError("the head gives local_offsets but the codec wrote no targets for them: set "
+                         "head.codec.local_radius > 0")
+    pred = outputs["local_offsets"].float()
+    weight = targets["local_weight"].to(pred)
+    l1 = (pred - targets["local_offsets"].to(pred)).abs().sum(2)  # (B,K,H,W)
+    return (l1 * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 class _SARMixin(nn.Module):
@@ -188,20 +202,25 @@ class SARAELoss(_SARMixin):
 
 
 class SARCenterLoss(_SARMixin):
-    """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): ``total = loss_reg + aux_weight * loss_hm``.
+    """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): ``total = loss_reg + aux_weight * loss_hm
+    + local_weight * loss_local``.
 
     * ``loss_reg``: the instance-level SAR mixture of every person: the centre selector's weights over Omega,
       the cell's pose hypothesis ``P_t = p_t - O_t`` (K points) against the person's visible keypoints
       (``pose_kernel``, module docstring); mean over people.
     * ``loss_hm``: :func:`masked_focal_loss` of the auxiliary heatmaps (K keypoints + centre).
+    * ``loss_local`` (only when the head gives ``local_offsets``): PersonLab's short-range offset loss (our
+      addition), :func:`local_offset_loss`.
     """
 
     def __init__(self, normalisation: str = "global", kernel: str = "person", lambda_: float | None = None,
-                 pose_kernel: str = "mean", aux_weight: float = 1.0, gamma: float = 2.0) -> None:
+                 pose_kernel: str = "mean", aux_weight: float = 1.0, gamma: float = 2.0,
+                 local_weight: float = 1.0) -> None:
         super().__init__(normalisation, kernel, lambda_, aux_weight, gamma)
         if pose_kernel not in ("mean", "per_keypoint"):
             raise ValueError(f"pose_kernel must be 'mean' or 'per_keypoint', got {pose_kernel!r}")
         self.pose_kernel = pose_kernel
+        self.local_weight = float(local_weight)
 
     def forward(self, outputs: Mapping[str, torch.Tensor],
                 targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -226,7 +245,12 @@ class SARCenterLoss(_SARMixin):
         nll = mixture_nll(F.logsigmoid(logits.flatten(1))[b], allowed, dist, self._lam(targets, b, p, logits))
         loss_reg = nll.sum() / max(nll.numel(), 1) + _zero(logits) + _zero(off)
         loss_hm = self._aux(outputs, targets, mask, logits)
-        return {"total": loss_reg + self.aux_weight * loss_hm, "loss_reg": loss_reg, "loss_hm": loss_hm}
+        total = loss_reg + self.aux_weight * loss_hm
+        out = {"loss_reg": loss_reg, "loss_hm": loss_hm}
+        if "local_offsets" in outputs:
+            out["loss_local"] = local_offset_loss(outputs, targets)
+            total = total + self.local_weight * out["loss_local"]
+        return {"total": total, **out}
 
 
 class AELoss(nn.Module):

@@ -27,6 +27,7 @@ from sar.codecs.bottomup.common import (
     finish_poses,
     flip_back_maps,
     flip_back_offsets,
+    local_offset_targets,
     local_peaks,
     multi_person_heatmaps,
     person_regions,
@@ -88,6 +89,24 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     return torch.where(moved[..., None], peak, points), moved
 
 
+def refine_local(cells: torch.Tensor, field: torch.Tensor, radius: float, steps: int,
+                 back: torch.Tensor | None = None, shift: float = 0.0) -> torch.Tensor:
+    """PersonLab's refinement by short-range offsets (docs/method.md "Multi-person", our addition): ``steps`` times,
+    each keypoint moves by ``radius`` x the field (K,2,H,W) of its type read bilinearly at its position (``cells``
+    (M,K,2) map coordinates; 0 outside the map). ``back`` (K,2,H,W): the flipped-back field of the mirrored pass,
+    whose column ``j`` stands for position ``j + shift`` (``1 - 1/stride``); the two readings are averaged.
+    Returns the moved cells (M,K,2)."""
+    def read(maps: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        return torch.stack([sample_maps(maps[:, 0], at), sample_maps(maps[:, 1], at)], -1)
+
+    for _ in range(steps):
+        step = read(field, cells)
+        if back is not None:
+            step = 0.5 * (step + read(back, cells - cells.new_tensor([shift, 0.0])))
+        cells = cells + radius * step
+    return cells
+
+
 def pose_size(points: torch.Tensor) -> torch.Tensor:
     """The size ``sqrt(w * h)`` of each pose's keypoint box, in the unit of ``points`` (M,K,2), each side clamped
     at 1 unit (a pose collapsed to a line or a point still has a size): (M,)."""
@@ -104,13 +123,18 @@ class _CentreCodec(BottomUpCodec):
                  nms_kernel: int, smooth_kernel: int, nms_thr: float, max_people: int, max_proposals: int,
                  score_thr: float, sigmas: Sequence[float] | None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
-                 pose_window: int = 1, pose_window_gate: float = 0.1) -> None:
+                 pose_window: int = 1, pose_window_gate: float = 0.1, local_radius: float = 0.0,
+                 local_steps: int = 2) -> None:
         super().__init__(input_size, heatmap_size, sigma, nms_kernel, nms_thr, max_people, max_proposals,
                          score_thr, sigmas)
         if center_sigma <= 0:
             raise ValueError(f"center_sigma must be positive, got {center_sigma}")
-        if refine not in ("none", "heatmap"):
-            raise ValueError(f"refine must be 'none' or 'heatmap', got {refine!r}")
+        if refine not in ("none", "heatmap", "local"):
+            raise ValueError(f"refine must be 'none', 'heatmap' or 'local', got {refine!r}")
+        if local_radius < 0 or local_steps < 0:
+            raise ValueError(f"local_radius and local_steps must be >= 0, got {local_radius}, {local_steps}")
+        if refine == "local" and local_radius == 0:
+            raise ValueError("refine: local needs the short-range offsets: set local_radius > 0 (map cells)")
         if refine_rule not in ("best", "nearest"):
             raise ValueError(f"refine_rule must be 'best' or 'nearest', got {refine_rule!r}")
         check_odd("pose_window", pose_window)
@@ -127,6 +151,8 @@ class _CentreCodec(BottomUpCodec):
         self.refine_rule = refine_rule
         self.pose_window = int(pose_window)
         self.pose_window_gate = float(pose_window_gate)
+        self.local_radius = float(local_radius)
+        self.local_steps = int(local_steps)
 
     # -- encoding ----------------------------------------------------------------------------------------------
     def _people(self, keypoints: np.ndarray, visible: np.ndarray, areas: np.ndarray,
@@ -144,6 +170,10 @@ class _CentreCodec(BottomUpCodec):
         hm_k = multi_person_heatmaps(people.cells, people.visible, self.heatmap_size, self.sigma)
         hm_c = multi_person_heatmaps(cells[:, None], people.valid[:, None], self.heatmap_size, self.center_sigma)
         targets["heatmap"] = np.concatenate([hm_k, hm_c], axis=0)
+        if self.local_radius > 0:
+            local, weight = local_offset_targets(people, self.stride, self.heatmap_size, self.local_radius)
+            targets["local_offsets"] = local
+            targets["local_weight"] = weight * targets["mask"][None]
         return people, targets, cells
 
     # -- decoding ----------------------------------------------------------------------------------------------
@@ -245,6 +275,7 @@ class _CentreCodec(BottomUpCodec):
         conf, offsets, kmaps = self._merged(outputs, flipped_outputs, flip_indices)
         rmaps = (self._merged_refine_maps(outputs, flipped_outputs, flip_indices)
                  if self.refine == "heatmap" else None)
+        field, back = self._local_fields(outputs, flipped_outputs, flip_indices)
         k = offsets.shape[1]
         sig = self.nms_sigmas(k, sigmas)
         smooth = conf
@@ -261,6 +292,10 @@ class _CentreCodec(BottomUpCodec):
                 points = self._window_points(conf[b], offsets[b], idx, points)
             if rmaps is not None:
                 points = self._refined(points, rmaps[b])
+            if field is not None:
+                stride = points.new_tensor(self.stride)
+                points = stride * refine_local(points / stride, field[b], self.local_radius, self.local_steps,
+                                               None if back is None else back[b], 1.0 - 1.0 / self.stride[0])
             heat = None
             if kmaps is not None:
                 cells = points / points.new_tensor(self.stride)
@@ -270,6 +305,20 @@ class _CentreCodec(BottomUpCodec):
             scores = self._instance_scores(vals, kscores).cpu().double().numpy()
             results.append(finish_poses(poses, scores, sig, self.nms_thr, self.max_proposals))
         return results
+
+    def _local_fields(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
+                      flip_indices: Sequence[int] | torch.Tensor | None
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``refine: local``: the short-range offsets (B,K,2,H,W) and the flipped-back ones of the mirrored pass
+        (columns reversed, keypoints permuted, x negated; :func:`refine_local` reads them shifted), else None."""
+        if self.refine != "local":
+            return None, None
+        if "local_offsets" not in outputs:
+            raise ValueError("refine: local needs the head's short-range offsets (head.module.local_offsets: true)")
+        field = outputs["local_offsets"].float()
+        if flipped is None:
+            return field, None
+        return field, flip_back_offsets(flipped["local_offsets"].float(), flip_indices, 0.0)
 
     def _refined(self, points: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """``refine: heatmap``: :func:`refine_to_peaks` with a search radius of ``refine_radius`` times the
@@ -325,10 +374,11 @@ class SARCenterCodec(_CentreCodec):
                  nms_kernel: int = 3, nms_thr: float = 0.8, max_people: int = 30, max_proposals: int = 30,
                  score_thr: float = 0.01, sigmas: Sequence[float] | None = None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
-                 pose_window: int = 1, pose_window_gate: float = 0.1) -> None:
+                 pose_window: int = 1, pose_window_gate: float = 0.1, local_radius: float = 0.0,
+                 local_steps: int = 2) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window, pose_window_gate)
+                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
         self.score = score
@@ -386,10 +436,10 @@ class DEKRCodec(_CentreCodec):
                  max_proposals: int = 30, score_thr: float = 0.01, sigmas: Sequence[float] | None = None,
                  refine: str = "none", refine_radius: float = 0.25, refine_thr: float = 0.1,
                  refine_rule: str = "best", pose_window: int = 1,
-                 pose_window_gate: float = 0.1) -> None:
+                 pose_window_gate: float = 0.1, local_radius: float = 0.0, local_steps: int = 2) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window, pose_window_gate)
+                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps)
         if offset_radius < 0 or not 0 <= bg_weight <= 1:
             raise ValueError(f"offset_radius must be >= 0 and bg_weight in [0, 1], got {offset_radius}, {bg_weight}")
         self.offset_radius = float(offset_radius)

@@ -36,6 +36,7 @@ __all__ = [
     "flip_back_maps",
     "flip_back_offsets",
     "group_by_tags",
+    "local_offset_targets",
     "local_peaks",
     "multi_person_heatmaps",
     "pose_nms",
@@ -152,6 +153,36 @@ def multi_person_heatmaps(
     maps = gaussian_targets(cells[rows].reshape(-1, 2).astype(np.float64),
                             visible[rows].reshape(-1).astype(np.float32), heatmap_size, sigma, truncate=True)
     return maps.reshape(rows.size, c, height, width).max(0)
+
+
+def local_offset_targets(people: People, stride: tuple[float, float], heatmap_size: tuple[int, int],
+                         radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Short-range offset targets (PersonLab's, docs/method.md "Multi-person", our addition): for keypoint type k,
+    every map cell within ``radius`` cells (Euclidean, to the exact position ``x / stride``) of a visible keypoint
+    k of some person points at it: ``(keypoint - cell) / radius`` (x, y), so the values lie in [-1, 1]; a cell in
+    reach of several people's keypoints k points at the nearest one. Returns ``local_offsets`` (K,2,H,W) and
+    ``local_weight`` (K,H,W) (1 in reach, else 0; the caller applies the loss mask), float32."""
+    width, height = heatmap_size
+    k = people.visible.shape[1]
+    offsets = np.zeros((k, 2, height, width), dtype=np.float32)
+    weight = np.zeros((k, height, width), dtype=np.float32)
+    xs = np.arange(width, dtype=np.float64)
+    ys = np.arange(height, dtype=np.float64)
+    exact = people.keypoints / np.asarray(stride, dtype=np.float64)  # (P,K,2) map coordinates
+    for j in range(k):
+        rows = np.flatnonzero(people.visible[:, j])
+        if rows.size == 0:
+            continue
+        dx = exact[rows, j, 0][:, None, None] - xs[None, None, :]  # (n,1,W)
+        dy = exact[rows, j, 1][:, None, None] - ys[None, :, None]  # (n,H,1)
+        d2 = dx**2 + dy**2  # (n,H,W)
+        near = d2.argmin(0)[None]
+        best = np.take_along_axis(d2, near, 0)[0]
+        inside = best <= radius**2
+        offsets[j, 0] = np.where(inside, np.take_along_axis(np.broadcast_to(dx, d2.shape), near, 0)[0], 0.0) / radius
+        offsets[j, 1] = np.where(inside, np.take_along_axis(np.broadcast_to(dy, d2.shape), near, 0)[0], 0.0) / radius
+        weight[j] = inside
+    return offsets, weight
 
 
 def person_regions(cells: np.ndarray, visible: np.ndarray, heatmap_size: tuple[int, int],

@@ -76,8 +76,11 @@ def oracle_sar_center(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> d
                 conf[bi, 0] = torch.maximum(conf[bi, 0], blob)
                 cells = own.nonzero().flatten()
                 offsets[bi, :, :, cells] = grid[:, cells][None] - keypoints[bi, pi][..., None]
-    return {"center_logits": _logit(conf).reshape(b, 1, height, width),
-            "offsets": offsets.reshape(b, k, 2, height, width), "heatmap": _logit(t["heatmap"])}
+    out = {"center_logits": _logit(conf).reshape(b, 1, height, width),
+           "offsets": offsets.reshape(b, k, 2, height, width), "heatmap": _logit(t["heatmap"])}
+    if "local_offsets" in t:  # the short-range offsets of refine: local, exact where they are trained
+        out["local_offsets"] = t["local_offsets"].float().clone()
+    return out
 
 
 def oracle_dekr(t: dict[str, torch.Tensor], hm_size: tuple[int, int]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ keypoint ``k``; offsets are returned as (B,K,2,H,W). Raw tensors only; the codec
 | head | outputs |
 |---|---|
 | SARAEHead | ``logits`` (B,K,H,W), ``offsets`` (B,K,2,H,W) normalised units, ``tags`` (B,K,H,W), ``heatmap`` (B,K,H,W) |
-| SARCenterHead | ``center_logits`` (B,1,H,W), ``offsets`` (B,K,2,H,W) normalised units, ``heatmap`` (B,K+1,H,W) |
+| SARCenterHead | ``center_logits`` (B,1,H,W), ``offsets`` (B,K,2,H,W) normalised units, ``heatmap`` (B,K+1,H,W), optional ``local_offsets`` (B,K,2,H,W) units of ``local_radius`` cells |
 | AEHead | ``heatmap`` (B,K,H,W), ``tags`` (B,K,H,W) |
 | DEKRHead | ``heatmap`` (B,K+1,H,W), ``offsets`` (B,K,2,H,W) map cells |
 """
@@ -71,22 +71,26 @@ class SARCenterHead(nn.Module):
     """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): centre selector (1), pose offsets (2K), auxiliary focal heatmaps
     (K keypoints + the centre); ``with_heatmap=False`` drops the auxiliary branch. ``offset_convs`` > 0 puts
     :func:`conv_tower` (``offset_channels`` wide) before the offset conv (0: a 1x1 conv on the features, as the
-    other outputs)."""
+    other outputs). ``local_offsets=True`` adds PersonLab's short-range offsets (2K, a 1x1 conv; units of the
+    codec's ``local_radius``), which the codec's ``refine: local`` moves the regressed keypoints with."""
 
     def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True, offset_convs: int = 0,
-                 offset_channels: int = 128) -> None:
+                 offset_channels: int = 128, local_offsets: bool = False) -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
         self.center_conv = _conv(in_channels, 1, FOCAL_PRIOR_BIAS)
         self.offset_tower = conv_tower(in_channels, offset_channels, offset_convs)
         self.offset_conv = _conv(offset_channels if offset_convs else in_channels, 2 * num_keypoints)
         self.heatmap_conv = _conv(in_channels, num_keypoints + 1, FOCAL_PRIOR_BIAS) if with_heatmap else None
+        self.local_conv = _conv(in_channels, 2 * num_keypoints) if local_offsets else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {"center_logits": self.center_conv(x),
                "offsets": _offsets(self.offset_conv(self.offset_tower(x)), self.num_keypoints)}
         if self.heatmap_conv is not None:
             out["heatmap"] = self.heatmap_conv(x)
+        if self.local_conv is not None:
+            out["local_offsets"] = _offsets(self.local_conv(x), self.num_keypoints)
         return out
 
 
