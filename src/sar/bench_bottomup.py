@@ -26,7 +26,7 @@ from sar.systems.bottomup import BottomUpSystem
 __all__ = ["HEADS", "OracleBottomUpSystem", "bench_bottomup", "oracle_metrics"]
 
 HEADS: tuple[str, ...] = ("sar_center", "sar_ae", "ae", "dekr")
-METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR", "train_seconds")
+METRICS: tuple[str, ...] = ("AP", "AP50", "AP75", "APM", "APL", "AR", "kpt_error_px", "train_seconds")
 
 
 class OracleBottomUpSystem(BottomUpSystem):
@@ -77,8 +77,10 @@ def bench_bottomup(extra: Sequence[str], heads: Sequence[str] = HEADS) -> dict[s
 
 def bottomup_table(result: Mapping[str, Mapping[str, Any]]) -> str:
     """The markdown block of :func:`bench_bottomup`."""
-    rows = ["| head | AP | AP50 | AP75 | APM | APL | AR | oracle AP | train s | wall s | command |", "|---" * 11 + "|"]
+    rows = ["| head | AP | AP50 | AP75 | APM | APL | AR | kpt error (px) | oracle AP | train s | wall s | command |",
+            "|---" * 12 + "|"]
     for head, r in result.items():
         rows.append(f"| {head} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} | {r['APM']:.3f} | {r['APL']:.3f} | "
-                    f"{r['AR']:.3f} | {r['oracle_AP']:.3f} | {r['train_seconds']} | {r['wall_s']} | `{r['command']}` |")
+                    f"{r['AR']:.3f} | {r['kpt_error_px']:.2f} | {r['oracle_AP']:.3f} | {r['train_seconds']} | "
+                    f"{r['wall_s']} | `{r['command']}` |")
     return "\n".join(rows) + "\n"
