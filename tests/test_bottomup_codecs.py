@@ -173,6 +173,37 @@ def test_refine_to_peaks_moves_to_the_nearby_peak_with_quarter_offset() -> None:
     assert torch.equal(out, far) and not moved.any()
 
 
+def test_refine_to_peaks_best_rule_breaks_ties_towards_the_nearer_peak() -> None:
+    """Two equal peaks in reach (e.g. the same joint of two people in the GT maps): ``best`` takes the nearer one,
+    on either side."""
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 10, 4] = maps[0, 10, 12] = 1.0
+    for x, want in ((7.0, 4.0), (9.0, 12.0)):
+        out, _ = refine_to_peaks(torch.tensor([[[x, 10.0]]]), maps, torch.tensor([6.0]), thr=0.1)
+        np.testing.assert_allclose(out[0, 0].numpy(), [want, 10.0])
+
+
+def test_refine_keep_leaves_near_keypoints_on_their_regressed_positions() -> None:
+    """``refine: heatmap`` with ``refine_keep: 1``: the oracle's regressed keypoints (each within half a cell of its
+    Gaussian's peak) all stay exactly where they were regressed (without the keep rule they move to the peak cells);
+    a keypoint displaced by 3 cells still snaps to its peak."""
+    kp, vis, areas = person_set()
+    codec, oracle = make_codec("sar_center", (128, 96), SIG3, refine="heatmap", refine_radius=0.5, refine_keep=1.0)
+    out = oracle(_batch(codec.encode(kp, vis, areas)))
+    (poses, _), = codec.decode(out)
+    assert np.all(_match(poses, kp, vis) <= 1e-3)
+    codec.refine_keep = 0.0
+    (snapped, _), = codec.decode(out)
+    assert _match(snapped, kp, vis).max() > 0.2
+    codec.refine_keep = 1.0
+    moved = out["offsets"].clone()
+    moved[0, 2, 0] += 3 / 32  # every cell regresses keypoint 2 three cells (12 px) further left
+    (fixed, _), = codec.decode({**out, "offsets": moved})
+    best = np.abs(fixed[:, 0, :2] - kp[0, 0]).sum(-1).argmin()  # person 0's pose
+    peak = np.floor(kp[0, 2] / 4 + 0.5) * 4
+    assert np.abs(fixed[best, 2, :2] - peak).max() <= 1.0 + 1e-4  # its peak cell (+ a quarter-cell step)
+
+
 def test_refine_to_peaks_nearest_rule_takes_the_closest_peak_not_the_strongest() -> None:
     """``rule="nearest"``: the closest local maximum above the threshold (a neighbour's stronger joint within reach
     does not pull the keypoint away); ``best`` takes the strongest cell."""

@@ -78,7 +78,8 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
         nearest, idx = d2.flatten(2).min(-1)  # (M,K)
         moved = torch.isfinite(nearest)
     elif rule == "best":
-        vals = torch.where(inside, maps[None].to(points.dtype), torch.full_like(d2, -1.0))
+        # ties (equal map values, e.g. two people's peaks both in reach) go to the nearer cell
+        vals = torch.where(inside, maps[None].to(points.dtype) - 1e-6 * d2, torch.full_like(d2, -1.0))
         best, idx = vals.flatten(2).max(-1)  # (M,K)
         moved = best > thr
     else:
@@ -124,7 +125,7 @@ class _CentreCodec(BottomUpCodec):
                  score_thr: float, sigmas: Sequence[float] | None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
                  pose_window: int = 1, pose_window_gate: float = 0.1, local_radius: float = 0.0,
-                 local_steps: int = 2) -> None:
+                 local_steps: int = 2, refine_keep: float = 0.0) -> None:
         super().__init__(input_size, heatmap_size, sigma, nms_kernel, nms_thr, max_people, max_proposals,
                          score_thr, sigmas)
         if center_sigma <= 0:
@@ -140,8 +141,8 @@ class _CentreCodec(BottomUpCodec):
         check_odd("pose_window", pose_window)
         if pose_window_gate <= 0:
             raise ValueError(f"pose_window_gate must be positive, got {pose_window_gate}")
-        if refine_radius < 0:
-            raise ValueError(f"refine_radius must be >= 0, got {refine_radius}")
+        if refine_radius < 0 or refine_keep < 0:
+            raise ValueError(f"refine_radius and refine_keep must be >= 0, got {refine_radius}, {refine_keep}")
         check_odd("smooth_kernel", smooth_kernel)
         self.center_sigma = float(center_sigma)
         self.smooth_kernel = int(smooth_kernel)
@@ -149,6 +150,7 @@ class _CentreCodec(BottomUpCodec):
         self.refine_radius = float(refine_radius)
         self.refine_thr = float(refine_thr)
         self.refine_rule = refine_rule
+        self.refine_keep = float(refine_keep)
         self.pose_window = int(pose_window)
         self.pose_window_gate = float(pose_window_gate)
         self.local_radius = float(local_radius)
@@ -326,8 +328,10 @@ class _CentreCodec(BottomUpCodec):
         stride = points.new_tensor(self.stride)
         cells = points / stride
         radius = (self.refine_radius * pose_size(cells)).clamp_min(1.0)  # size in cells
-        cells, _ = refine_to_peaks(cells, maps, radius, self.refine_thr, self.refine_rule)
-        return cells * stride
+        snapped, _ = refine_to_peaks(cells, maps, radius, self.refine_thr, self.refine_rule)
+        # a keypoint whose peak lies within refine_keep cells (per axis) keeps its regressed sub-cell position
+        keep = (snapped - cells).abs().amax(-1, keepdim=True) <= self.refine_keep
+        return torch.where(keep, cells, snapped) * stride
 
     @staticmethod
     def _instance_scores(conf: torch.Tensor, kscores: torch.Tensor) -> torch.Tensor:
@@ -375,10 +379,10 @@ class SARCenterCodec(_CentreCodec):
                  score_thr: float = 0.01, sigmas: Sequence[float] | None = None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
                  pose_window: int = 1, pose_window_gate: float = 0.1, local_radius: float = 0.0,
-                 local_steps: int = 2) -> None:
+                 local_steps: int = 2, refine_keep: float = 0.0) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps)
+                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps, refine_keep)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
         self.score = score
@@ -436,10 +440,11 @@ class DEKRCodec(_CentreCodec):
                  max_proposals: int = 30, score_thr: float = 0.01, sigmas: Sequence[float] | None = None,
                  refine: str = "none", refine_radius: float = 0.25, refine_thr: float = 0.1,
                  refine_rule: str = "best", pose_window: int = 1,
-                 pose_window_gate: float = 0.1, local_radius: float = 0.0, local_steps: int = 2) -> None:
+                 pose_window_gate: float = 0.1, local_radius: float = 0.0, local_steps: int = 2,
+                 refine_keep: float = 0.0) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps)
+                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps, refine_keep)
         if offset_radius < 0 or not 0 <= bg_weight <= 1:
             raise ValueError(f"offset_radius must be >= 0 and bg_weight in [0, 1], got {offset_radius}, {bg_weight}")
         self.offset_radius = float(offset_radius)
