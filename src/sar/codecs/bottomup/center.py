@@ -56,8 +56,8 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
                     thr: float, rule: str = "best") -> tuple[torch.Tensor, torch.Tensor]:
     """Move regressed keypoints to a keypoint-map cell near them (the CenterNet rule for poses; docs/method.md
     "Multi-person", our choice). For each proposal ``m`` and keypoint ``k``, among the cells of ``maps[k]`` within
-    ``radius[m]`` cells of ``points[m, k]``: ``rule="best"`` takes the highest one and moves there when it exceeds
-    ``thr``; ``rule="nearest"`` takes the nearest local maximum (3x3) above ``thr`` (CenterNet's choice of the
+    ``radius[m]`` cells of ``points[m, k]``: ``rule="best"`` takes the highest one (of equal ones the nearest) and
+    moves there when it exceeds ``thr``; ``rule="nearest"`` takes the nearest local maximum (3x3) above ``thr`` (CenterNet's choice of the
     closest keypoint detection, so a neighbour's stronger joint does not pull it away). A moved keypoint is refined
     by a quarter cell towards the higher neighbour in x and in y (HigherHRNet / MSRA rule); else it stays.
     ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,). Returns the points (M,K,2) and a (M,K) bool
