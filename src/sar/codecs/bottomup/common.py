@@ -175,12 +175,11 @@ def local_offset_targets(people: People, stride: tuple[float, float], heatmap_si
             continue
         dx = exact[rows, j, 0][:, None, None] - xs[None, None, :]  # (n,1,W)
         dy = exact[rows, j, 1][:, None, None] - ys[None, :, None]  # (n,H,1)
-        d2 = dx**2 + dy**2  # (n,H,W)
-        near = d2.argmin(0)[None]
-        best = np.take_along_axis(d2, near, 0)[0]
-        inside = best <= radius**2
-        offsets[j, 0] = np.where(inside, np.take_along_axis(np.broadcast_to(dx, d2.shape), near, 0)[0], 0.0) / radius
-        offsets[j, 1] = np.where(inside, np.take_along_axis(np.broadcast_to(dy, d2.shape), near, 0)[0], 0.0) / radius
+        disp = np.stack(np.broadcast_arrays(dx, dy))  # (2,n,H,W)
+        near = (disp**2).sum(0).argmin(0)  # (H,W) index of the nearest person
+        nearest = np.take_along_axis(disp, near[None, None], 1)[:, 0]  # (2,H,W)
+        inside = (nearest**2).sum(0) <= radius**2
+        offsets[j] = np.where(inside, nearest, 0.0) / radius
         weight[j] = inside
     return offsets, weight
 
