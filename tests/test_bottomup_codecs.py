@@ -183,13 +183,19 @@ def test_refine_to_peaks_best_rule_breaks_ties_towards_the_nearer_peak() -> None
         np.testing.assert_allclose(out[0, 0].numpy(), [want, 10.0])
 
 
-def test_refine_keep_leaves_near_keypoints_on_their_regressed_positions() -> None:
+@pytest.mark.parametrize("aux_loss", ["focal", "mse"])
+def test_refine_keep_leaves_near_keypoints_on_their_regressed_positions(aux_loss: str) -> None:
     """``refine: heatmap`` with ``refine_keep: 1``: the oracle's regressed keypoints (each within half a cell of its
     Gaussian's peak) all stay exactly where they were regressed (without the keep rule they move to the peak cells);
-    a keypoint displaced by 3 cells still snaps to its peak."""
+    a keypoint displaced by 3 cells still snaps to its peak. The same with the raw maps of ``aux_loss: mse``
+    (the oracle writes them as the targets, not their logits)."""
     kp, vis, areas = person_set()
-    codec, oracle = make_codec("sar_center", (128, 96), SIG3, refine="heatmap", refine_radius=0.5, refine_keep=1.0)
-    out = oracle(_batch(codec.encode(kp, vis, areas)))
+    codec, oracle = make_codec("sar_center", (128, 96), SIG3, refine="heatmap", refine_radius=0.5, refine_keep=1.0,
+                               aux_loss=aux_loss)
+    t = _batch(codec.encode(kp, vis, areas))
+    out = oracle(t)
+    # the maps searched are the targets (through the sigmoid of the focal logits, or raw)
+    np.testing.assert_allclose(codec._refine_maps(out).numpy(), t["heatmap"][:, :-1].numpy(), atol=2e-4)
     (poses, _), = codec.decode(out)
     assert np.all(_match(poses, kp, vis) <= 1e-3)
     codec.refine_keep = 0.0
@@ -202,6 +208,24 @@ def test_refine_keep_leaves_near_keypoints_on_their_regressed_positions() -> Non
     best = np.abs(fixed[:, 0, :2] - kp[0, 0]).sum(-1).argmin()  # person 0's pose
     peak = np.floor(kp[0, 2] / 4 + 0.5) * 4
     assert np.abs(fixed[best, 2, :2] - peak).max() <= 1.0 + 1e-4  # its peak cell (+ a quarter-cell step)
+
+
+def test_keypoint_score_heatmap_multiplies_by_the_auxiliary_map() -> None:
+    """``keypoint_score: heatmap``: same poses and order, each keypoint score times the auxiliary keypoint map at
+    the decoded point (constant maps 0.5 / 0.25 / 0.8 here), the instance score times their mean (0.5167)."""
+    kp, vis, areas = person_set()
+    codec, oracle = make_codec("sar_center", (128, 96), SIG3)
+    out = oracle(_batch(codec.encode(kp, vis, areas)))
+    (p0, s0), = codec.decode(out)
+    heat = torch.tensor([0.5, 0.25, 0.8, 0.5])
+    const = torch.log(heat / (1 - heat))[None, :, None, None].expand_as(out["heatmap"])
+    scored, _ = make_codec("sar_center", (128, 96), SIG3, keypoint_score="heatmap")
+    (p1, s1), = scored.decode({**out, "heatmap": const})
+    np.testing.assert_allclose(p1[..., :2], p0[..., :2])
+    np.testing.assert_allclose(p1[..., 2], p0[..., 2] * np.array([0.5, 0.25, 0.8]), rtol=1e-5)
+    np.testing.assert_allclose(s1, s0 * (1.55 / 3), rtol=1e-5)
+    with pytest.raises(ValueError, match="keypoint_score"):
+        make_codec("sar_center", (128, 96), keypoint_score="tags")
 
 
 def test_refine_to_peaks_nearest_rule_takes_the_closest_peak_not_the_strongest() -> None:

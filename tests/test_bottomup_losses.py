@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from sar.codecs import build_codec
 from sar.codecs.bottomup import AECodec, SARAECodec, SARCenterCodec
@@ -23,6 +24,7 @@ from sar.models.losses_bottomup import (
     ae_pull_push,
     local_offset_loss,
     masked_focal_loss,
+    masked_mse_loss,
 )
 from sar.utils.config import CONF_DIR
 from sar.utils.instantiate import build
@@ -107,6 +109,41 @@ def test_masked_focal_loss_hand_value() -> None:
     assert masked_focal_loss(logits, target, torch.ones(1, 2, 2)).item() == pytest.approx(LOG2)
     mask = torch.tensor([[[1.0, 1.0], [1.0, 0.0]]])
     assert masked_focal_loss(logits, target, mask).item() == pytest.approx(0.75 * LOG2)
+
+
+def test_masked_mse_loss_hand_value() -> None:
+    """DEKR's weighting: prediction 0 on target [[1, 0.5], [0, 0]]: (1 + 0.25) on the Gaussian cells; prediction
+    0.2 on the two background cells adds 2 * 0.1 * 0.04; num_pos (> 0.7) = 1. Masking a background cell drops
+    its share."""
+    pred = torch.tensor([[[[0.0, 0.0], [0.2, 0.2]]]])
+    target = torch.tensor([[[[1.0, 0.5], [0.0, 0.0]]]])
+    assert masked_mse_loss(pred, target, torch.ones(1, 2, 2)).item() == pytest.approx(1.25 + 0.008)
+    mask = torch.tensor([[[1.0, 1.0], [1.0, 0.0]]])
+    assert masked_mse_loss(pred, target, mask).item() == pytest.approx(1.25 + 0.004)
+
+
+def test_sar_center_aux_loss_mse() -> None:
+    """``aux_loss: mse``: the head's keypoint maps start at 0 (bias 0, not the focal prior), the centre map at the
+    prior; the loss's ``loss_hm`` is :func:`masked_mse_loss` of the raw keypoint maps plus
+    :func:`masked_focal_loss` of the centre logits; an unknown name is refused by head, codec and loss."""
+    head = SARCenterHead(8, 3, aux_loss="mse").eval()
+    out = head(torch.randn(2, 8, 5, 6))
+    assert out["heatmap"][:, :3].abs().max().item() < 0.1
+    prior = torch.sigmoid(torch.tensor(FOCAL_PRIOR_BIAS)).item()
+    assert torch.sigmoid(out["heatmap"][:, 3]).mean().item() == pytest.approx(prior, rel=0.05)
+    codec = SARCenterCodec((24, 20), (6, 5), aux_loss="mse")
+    kp = np.array([[[4.0, 4.0], [12.0, 9.0], [18.0, 14.0]]])
+    t = _batch(codec.encode(kp, np.ones((1, 3)), np.array([100.0])))
+    t = {k: v.expand(2, *v.shape[1:]) for k, v in t.items()}
+    parts = SARCenterLoss(aux_loss="mse")(out, t)
+    hm, target, mask = out["heatmap"], t["heatmap"].float(), t["mask"].float()
+    want = masked_mse_loss(hm[:, :3], target[:, :3], mask) + masked_focal_loss(hm[:, 3:], target[:, 3:], mask)
+    assert parts["loss_hm"].item() == pytest.approx(want.item())
+    assert parts["loss_hm"].item() != pytest.approx(SARCenterLoss()(out, t)["loss_hm"].item(), rel=1e-3)
+    for build_it in (lambda: SARCenterHead(8, 3, aux_loss="l2"), lambda: SARCenterCodec((24, 20), (6, 5), aux_loss="l2"),
+                     lambda: SARCenterLoss(aux_loss="l2")):
+        with pytest.raises(ValueError, match="aux_loss"):
+            build_it()
 
 
 @pytest.mark.parametrize("loss_cls", [SARCenterLoss, SARAELoss, AELoss, DEKRLoss])
@@ -225,7 +262,7 @@ def test_head_shapes_and_init(head_cls: type, shapes: dict[str, tuple[int, ...]]
 
 @pytest.mark.parametrize("name", ["sar_ae", "sar_center", "ae", "dekr"])
 def test_head_configs_build(name: str) -> None:
-    cfg = yaml.safe_load((CONF_DIR / "heads" / "bottomup" / f"{name}.yaml").read_text())
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "heads" / "bottomup" / f"{name}.yaml"), resolve=True)
     assert yaml.safe_load((CONF_DIR / "head" / f"{name}.yaml").read_text()) == {"name": name}
     codec = build_codec(cfg["codec"], input_size=[64, 64], heatmap_size=[16, 16])
     head = build(cfg["module"], "head.module", in_channels=8, num_keypoints=17)

@@ -33,7 +33,7 @@ from sar.codecs.sar import sar_grid
 from sar.models.losses import quality_focal_loss
 
 __all__ = ["AELoss", "DEKRLoss", "SARAELoss", "SARCenterLoss", "ae_pull_push", "local_offset_loss",
-           "masked_focal_loss", "mixture_nll"]
+           "masked_focal_loss", "masked_mse_loss", "mixture_nll"]
 
 _LOG_EPS = math.log(1e-6)
 
@@ -57,6 +57,17 @@ def masked_focal_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Te
     qfl = quality_focal_loss(logits, target, gamma)
     num_pos = ((target > 0.7) & m).sum().clamp_min(1)
     return torch.where(m, qfl, torch.zeros_like(qfl)).sum() / num_pos
+
+
+def masked_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                    background: float = 0.1) -> torch.Tensor:
+    """DEKR's weighted MSE heatmap loss on raw (B,C,H,W) maps (weight 1 on cells with target > 0, ``background``
+    elsewhere, 0 on masked cells), normalised as :func:`masked_focal_loss` (summed, divided by
+    ``max(1, #(target > 0.7 on unmasked cells))``) so that one ``aux_weight`` means about as much for either."""
+    m = (mask > 0)[:, None].expand_as(pred)
+    weight = torch.where(target > 0, 1.0, background) * m
+    num_pos = ((target > 0.7) & m).sum().clamp_min(1)
+    return ((pred - target) ** 2 * weight).sum() / num_pos
 
 
 def mixture_nll(log_c: torch.Tensor, allowed: torch.Tensor, dist: torch.Tensor,
@@ -126,9 +137,15 @@ def local_offset_loss(outputs: Mapping[str, torch.Tensor], targets: Mapping[str,
 class _SARMixin(nn.Module):
     """Switches shared by the two SAR losses (module docstring)."""
 
+    #: trailing auxiliary channels that stay focal with ``aux_loss: mse`` (B2's centre map)
+    focal_channels = 0
+
     def __init__(self, normalisation: str, kernel: str, lambda_: float | None, aux_weight: float,
-                 gamma: float) -> None:
+                 gamma: float, aux_loss: str = "focal") -> None:
         super().__init__()
+        if aux_loss not in ("focal", "mse"):
+            raise ValueError(f"aux_loss must be 'focal' or 'mse', got {aux_loss!r}")
+        self.aux_loss = aux_loss
         if normalisation not in ("global", "local"):
             raise ValueError(f"normalisation must be 'global' or 'local', got {normalisation!r}")
         if kernel not in ("person", "image"):
@@ -152,7 +169,12 @@ class _SARMixin(nn.Module):
         if "heatmap" not in outputs or self.aux_weight == 0:
             return _zero(ref)
         hm = outputs["heatmap"].float()
-        return masked_focal_loss(hm, targets["heatmap"].to(hm), mask, self.gamma)
+        target = targets["heatmap"].to(hm)
+        if self.aux_loss == "mse":  # the keypoint channels; B2's last (centre) channel stays focal
+            n = hm.shape[1] - self.focal_channels
+            return (masked_mse_loss(hm[:, :n], target[:, :n], mask)
+                    + masked_focal_loss(hm[:, n:], target[:, n:], mask, self.gamma))
+        return masked_focal_loss(hm, target, mask, self.gamma)
 
 
 class SARAELoss(_SARMixin):
@@ -208,19 +230,23 @@ class SARCenterLoss(_SARMixin):
     * ``loss_reg``: the instance-level SAR mixture of every person: the centre selector's weights over Omega,
       the cell's pose hypothesis ``P_t = p_t - O_t`` (K points) against the person's visible keypoints
       (``pose_kernel``, module docstring); mean over people.
-    * ``loss_hm``: :func:`masked_focal_loss` of the auxiliary heatmaps (K keypoints + centre).
+    * ``loss_hm``: the auxiliary heatmaps (K keypoints + centre): ``aux_loss`` ``focal`` =
+      :func:`masked_focal_loss` of all K + 1 logits | ``mse`` = :func:`masked_mse_loss` of the K raw keypoint maps
+      (DEKR's) + :func:`masked_focal_loss` of the centre logits (head and codec read the same key,
+      ``head.aux_loss`` in conf/heads/bottomup/sar_center.yaml).
     * ``loss_local`` (only when the head gives ``local_offsets``): PersonLab's short-range offset loss (our
       addition), :func:`local_offset_loss`.
     """
 
     def __init__(self, normalisation: str = "global", kernel: str = "person", lambda_: float | None = None,
                  pose_kernel: str = "mean", aux_weight: float = 1.0, gamma: float = 2.0,
-                 local_weight: float = 1.0) -> None:
-        super().__init__(normalisation, kernel, lambda_, aux_weight, gamma)
+                 local_weight: float = 1.0, aux_loss: str = "focal") -> None:
+        super().__init__(normalisation, kernel, lambda_, aux_weight, gamma, aux_loss)
         if pose_kernel not in ("mean", "per_keypoint"):
             raise ValueError(f"pose_kernel must be 'mean' or 'per_keypoint', got {pose_kernel!r}")
         self.pose_kernel = pose_kernel
         self.local_weight = float(local_weight)
+        self.focal_channels = 1
 
     def forward(self, outputs: Mapping[str, torch.Tensor],
                 targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -356,8 +356,9 @@ class SARCenterCodec(_CentreCodec):
 
     Decode: pose ``P_t = p_t - O_t`` at the centre peaks; ``score``: ``selector`` (default [I]) ranks and
     thresholds on ``sigmoid(centre logits)`` and every keypoint score is that confidence; ``heatmap`` uses the
-    auxiliary centre heatmap's sigmoid instead, and multiplies each keypoint score by the auxiliary keypoint
-    heatmap's sigmoid at the decoded keypoint. Instance score = mean keypoint score. No rescoring net.
+    auxiliary centre heatmap's sigmoid instead. ``keypoint_score``: ``confidence`` (default) | ``heatmap``
+    multiplies each keypoint score by the auxiliary keypoint heatmap at the decoded keypoint (DEKR's keypoint
+    score; always so with ``score: heatmap``). Instance score = mean keypoint score. No rescoring net.
 
     Args:
         sigma, center_sigma: auxiliary Gaussian sigmas (map cells) of keypoints / centres (DEKR's 2 and 4;
@@ -367,6 +368,8 @@ class SARCenterCodec(_CentreCodec):
         nms_kernel: max-pool NMS kernel (3: CID's at a map side <= 200).
         nms_thr: OKS threshold of the pose NMS (CID's 0.8; 1 = off).
         sigmas: OKS sigmas for the pose NMS (default: COCO's for K = 17, else a constant).
+        aux_loss: how the auxiliary maps were trained: ``focal`` (read through a sigmoid) | ``mse`` (the keypoint
+            maps raw, the centre map through a sigmoid).
     """
 
     _oracle = staticmethod(oracle_sar_center)
@@ -379,12 +382,19 @@ class SARCenterCodec(_CentreCodec):
                  score_thr: float = 0.01, sigmas: Sequence[float] | None = None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
                  pose_window: int = 1, pose_window_gate: float = 0.1, local_radius: float = 0.0,
-                 local_steps: int = 2, refine_keep: float = 0.0) -> None:
+                 local_steps: int = 2, refine_keep: float = 0.0, aux_loss: str = "focal",
+                 keypoint_score: str = "confidence") -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
                          refine_rule, pose_window, pose_window_gate, local_radius, local_steps, refine_keep)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
+        if aux_loss not in ("focal", "mse"):
+            raise ValueError(f"aux_loss must be 'focal' or 'mse', got {aux_loss!r}")
+        self.aux_loss = aux_loss
+        if keypoint_score not in ("confidence", "heatmap"):
+            raise ValueError(f"keypoint_score must be 'confidence' or 'heatmap', got {keypoint_score!r}")
+        self.keypoint_score = "heatmap" if score == "heatmap" else keypoint_score
         self.score = score
         self.region_margin = int(region_margin)
 
@@ -401,15 +411,29 @@ class SARCenterCodec(_CentreCodec):
         return targets
 
     def _maps(self, outputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hm = self._aux_maps(outputs["heatmap"]) if self.keypoint_score == "heatmap" else None
         if self.score == "heatmap":
-            hm = torch.sigmoid(outputs["heatmap"].float())
             return hm[:, -1:], hm[:, :-1]
-        return torch.sigmoid(outputs["center_logits"].float()), None
+        return torch.sigmoid(outputs["center_logits"].float()), None if hm is None else hm[:, :-1]
 
     def _refine_maps(self, outputs: Mapping[str, Any]) -> torch.Tensor:
         if "heatmap" not in outputs:
             raise ValueError("refine: heatmap needs the auxiliary heatmaps (head.module.with_heatmap: true)")
-        return torch.sigmoid(outputs["heatmap"].float()[:, :-1])
+        return self._aux_maps(outputs["heatmap"])[:, :-1]
+
+    def oracle_outputs(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = super().oracle_outputs(targets)
+        if self.aux_loss == "mse" and "heatmap" in targets:  # raw keypoint maps: the targets themselves
+            out["heatmap"][:, :-1] = targets["heatmap"][:, :-1].float()
+        return out
+
+    def _aux_maps(self, heatmap: torch.Tensor) -> torch.Tensor:
+        """The auxiliary maps (B,K+1,H,W) as probabilities: ``sigmoid`` of the focal logits; with ``aux_loss: mse``
+        the K keypoint maps as they are (the centre map stays a logit)."""
+        heatmap = heatmap.float()
+        if self.aux_loss == "focal":
+            return torch.sigmoid(heatmap)
+        return torch.cat([heatmap[:, :-1], torch.sigmoid(heatmap[:, -1:])], 1)
 
     def _keypoint_scores(self, conf: torch.Tensor, heat: torch.Tensor | None, k: int) -> torch.Tensor:
         base = conf[:, None].expand(-1, k)
