@@ -228,6 +228,25 @@ def test_keypoint_score_heatmap_multiplies_by_the_auxiliary_map() -> None:
         make_codec("sar_center", (128, 96), keypoint_score="tags")
 
 
+@pytest.mark.parametrize("name", HEADS)
+def test_at_size_decodes_a_network_trained_at_another_input_size(name: str) -> None:
+    """Multi-scale test: a network trained at 128x96 run on a 2x input regresses ``norm`` offsets in units of
+    its training input (half the 2x input's fractions); ``at_size`` rescales them, so the 2x people come back
+    exactly; ``cell`` offsets (DEKR) and heatmap heads are unchanged."""
+    kp, vis, areas = person_set()
+    base, _ = make_codec(name, (128, 96), SIG3)
+    big, oracle = make_codec(name, (256, 192), SIG3)
+    out = oracle(_batch(big.encode(kp * 2, vis, areas * 4)))
+    scaled = base.at_size((256, 192), (64, 48))
+    assert scaled.stride == (4.0, 4.0) and base.input_size == (128, 96)
+    if "offsets" in out and base.offset_unit == "norm":
+        assert scaled._offset_factor == (0.5, 0.5)
+        out = {**out, "offsets": out["offsets"] * 2}  # in the training input's units
+    (poses, _), = scaled.decode(out)
+    tol = 4.0 + 1e-6 if name == "ae" else 2e-3
+    assert np.all(_match(poses, kp * 2, vis) <= tol)
+
+
 def test_refine_to_peaks_nearest_rule_takes_the_closest_peak_not_the_strongest() -> None:
     """``rule="nearest"``: the closest local maximum above the threshold (a neighbour's stronger joint within reach
     does not pull the keypoint away); ``best`` takes the strongest cell."""

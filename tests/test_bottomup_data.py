@@ -58,6 +58,27 @@ def test_unaugmented_sample_round_trips_to_image_pixels(coco_records: list[dict]
         assert np.array_equal(visible > 0, vis)  # unaugmented: every labelled keypoint stays inside
 
 
+def test_render_scale_renders_larger_and_maps_back(coco_records: list[dict]) -> None:
+    """``render_scale`` 1.5 (the largest test scale): a 192 px image whose pixel centres are the 128 px input's
+    scaled about the pixel edges (x -> 1.5 (x + 0.5) - 0.5); ``inv_warp`` maps its pixels to the image; the
+    targets stay at 128. Training sets refuse it."""
+    codec = RecordingCodec(size=128)
+    plain = BottomUpDataset(coco_records, SPEC, codec, train=False)
+    big = BottomUpDataset(coco_records, SPEC, codec, train=False, render_scale=1.5)
+    for i, record in enumerate(coco_records):
+        p_plain = plain[i]
+        points = codec.calls[-1][0]
+        sample = big[i]
+        np.testing.assert_allclose(codec.calls[-1][0], points)
+        assert sample["image"].shape == (3, 192, 192) and p_plain["image"].shape == (3, 128, 128)
+        inv = sample["meta"]["inv_warp"].numpy().astype(np.float64)
+        vis = record["visible"] > 0
+        back = T.transform_points(1.5 * (points.astype(np.float64) + 0.5) - 0.5, inv)
+        np.testing.assert_allclose(back[vis], record["keypoints"][vis], atol=1e-3)
+    with pytest.raises(ValueError, match="render_scale"):
+        BottomUpDataset(coco_records, SPEC, codec, train=True, render_scale=1.5)
+
+
 def test_mask_zeroes_the_ignored_regions(coco_records: list[dict]) -> None:
     codec = RecordingCodec(size=256)
     ds = BottomUpDataset(coco_records, SPEC, codec, train=False)

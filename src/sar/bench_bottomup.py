@@ -50,7 +50,7 @@ def oracle_metrics(config: Mapping[str, Any]) -> dict[str, float]:
 
     config = upgrade_config(copy.deepcopy(dict(config)))
     config["dataset"] = {**config["dataset"], "num_workers": 0}
-    config["task"] = {**config["task"], "flip_test": False}
+    config["task"] = {**config["task"], "flip_test": False, "test_scales": [1.0]}  # targets at the input size
     system = OracleBottomUpSystem(config)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)

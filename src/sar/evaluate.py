@@ -56,7 +56,7 @@ def rewrite_dataset_overrides(argv: Sequence[str]) -> list[str]:
 
 
 #: The keys of conf/evaluate.yaml that say what to change in the checkpoint's run config.
-EVAL_KNOBS: tuple[str, ...] = ("flip_test", "evaluation", "batch_size", "num_workers", "trainer")
+EVAL_KNOBS: tuple[str, ...] = ("flip_test", "test_scales", "evaluation", "batch_size", "num_workers", "trainer")
 
 
 def evaluation_knobs(eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,6 +122,8 @@ def build_run_config(
     task = run["task"] = dict(run["task"])
     if knobs["flip_test"] is not None:
         task["flip_test"] = bool(knobs["flip_test"])
+    if knobs["test_scales"] is not None:
+        task["test_scales"] = [float(v) for v in knobs["test_scales"]]
     task["evaluation"] = dict(task["evaluation"])
     for key, value in knobs["evaluation"].items():
         if value is not None:

@@ -35,7 +35,7 @@ from sar.utils.config_keys import require
 log = logging.getLogger(__name__)
 
 __all__ = ["BottomUpAug", "BottomUpDataModule", "BottomUpDataset", "dataset_augmentation", "ignore_mask",
-           "input_warp"]
+           "input_warp", "resolve_test_scales"]
 
 
 @dataclass(frozen=True)
@@ -116,14 +116,30 @@ def ignore_mask(regions: Sequence[Mapping[str, Any]], width: int, height: int) -
     return out
 
 
+def resolve_test_scales(cfg: dict[str, Any]) -> tuple[float, ...]:
+    """``task.test_scales`` (default ``[1.0]``) checked: positive, and ``input_size`` x each scale a multiple of
+    the backbone's stride (the network must give whole maps)."""
+    scales = tuple(float(v) for v in (cfg["task"].get("test_scales") or [1.0]))
+    stride = int(cfg.get("backbone", {}).get("stride", 32) or 32)
+    for scale in scales:
+        sizes = [float(v) * scale for v in cfg["input_size"]]
+        if scale <= 0 or any(abs(v - round(v)) > 1e-6 or round(v) % stride for v in sizes):
+            raise ValueError(f"task.test_scales: {scale} x input_size {list(cfg['input_size'])} = {sizes} is not a "
+                             f"positive multiple of the backbone stride {stride}")
+    return scales
+
+
 class BottomUpDataset(SeededDataset):
     """Whole-image samples from :func:`sar.data.formats.coco.load_coco_people` records.
 
     ``codec``: the configured multi-person codec (``input_size`` (S, S), ``heatmap_size`` (S/r, S/r),
-    ``encode(keypoints, visible, areas, mask)``); ``spec``: the keypoint spec (flip indices)."""
+    ``encode(keypoints, visible, areas, mask)``); ``spec``: the keypoint spec (flip indices). ``render_scale``
+    (evaluation only): the image is rendered at ``render_scale`` x S (the largest of ``task.test_scales``, so
+    that no test scale upsamples), ``meta["inv_warp"]`` maps its pixels back; the targets stay at S."""
 
     def __init__(self, records: Sequence[Mapping[str, Any]], spec: Any, codec: Any, train: bool,
-                 aug: Mapping[str, Any] | BottomUpAug | None = None, seed: int = 0) -> None:
+                 aug: Mapping[str, Any] | BottomUpAug | None = None, seed: int = 0,
+                 render_scale: float = 1.0) -> None:
         self.records = list(records)
         self.spec = spec
         self.codec = codec
@@ -134,6 +150,9 @@ class BottomUpDataset(SeededDataset):
         if int(codec.input_size[1]) != self.size:
             raise ValueError(f"the multi-person input must be square, got input_size {tuple(codec.input_size)}")
         self.out_size = (int(codec.heatmap_size[0]), int(codec.heatmap_size[1]))
+        self.render_size = round(self.size * float(render_scale))
+        if self.train and self.render_size != self.size:
+            raise ValueError("render_scale is for evaluation sets only")
         self.flip_indices = np.asarray(spec.flip_indices, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -162,7 +181,11 @@ class BottomUpDataset(SeededDataset):
         if (int(record["width"]), int(record["height"])) != (width, height):  # the json's size may be absent
             record = {**record, "width": width, "height": height}
         matrix, flipped = self.warp_for(record, rng)
-        crop = T.warp(image, matrix, (self.size, self.size))
+        render = matrix
+        if self.render_size != self.size:
+            f = self.render_size / self.size
+            render = T.compose_affine(np.array([[f, 0.0, 0.5 * (f - 1)], [0.0, f, 0.5 * (f - 1)]]), matrix)
+        crop = T.warp(image, render, (self.render_size, self.render_size))
         keypoints = np.asarray(record["keypoints"], dtype=np.float32)
         visible = np.asarray(record["visible"], dtype=np.float32).copy()
         if flipped and len(keypoints):
@@ -187,7 +210,7 @@ class BottomUpDataset(SeededDataset):
         targets = self.codec.encode(points, visible, areas, mask)
         meta = {
             "index": int(index), "image_id": image_id, "num_people": len(areas),
-            "inv_warp": torch.from_numpy(T.invert_affine(matrix).astype(np.float32)),
+            "inv_warp": torch.from_numpy(T.invert_affine(render).astype(np.float32)),
         }
         return {"image": T.image_to_tensor(crop, bgr=True), "targets": {k: _to_tensor(v) for k, v in targets.items()},
                 "meta": meta}
@@ -204,7 +227,9 @@ class BottomUpDataModule(TopDownDataModule):
         augmentation = {**require(task, "augmentation", "task"),
                         **dataset_augmentation(dataset.get("augmentation"), dataset.get("name"))}
         BottomUpAug.from_mapping(augmentation)  # every key known
-        return cls(dataset, system.spec, system.codec, augmentation, seed=int(require(config, "seed")))
+        module = cls(dataset, system.spec, system.codec, augmentation, seed=int(require(config, "seed")))
+        module.val_render_scale = max(1.0, *resolve_test_scales(config))
+        return module
 
     def setup(self, stage: str | None = None) -> None:
         if self.format != "coco":
@@ -229,7 +254,8 @@ class BottomUpDataModule(TopDownDataModule):
             check_record_images(checks)
 
     def _dataset(self, records: list[dict], train: bool) -> BottomUpDataset:
-        return BottomUpDataset(records, self.spec, self.codec, train=train, aug=self.augmentation, seed=self.seed)
+        return BottomUpDataset(records, self.spec, self.codec, train=train, aug=self.augmentation, seed=self.seed,
+                               render_scale=1.0 if train else getattr(self, "val_render_scale", 1.0))
 
     @property
     def uses_detector_boxes(self) -> bool:

@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from sar.codecs.bottomup.common import finish_poses
 from sar.data import transforms as T
+from sar.data.bottomup import resolve_test_scales
 from sar.evaluation.keypoint_error import oks_matched_errors
 from sar.evaluation.results import write_json_atomic
 from sar.systems.topdown import TopDownSystem
@@ -41,13 +44,43 @@ class BottomUpSystem(TopDownSystem):
         super().__init__(cfg)
         if self.cfg["head"]["codec"].get("sigmas") is None:  # the pose NMS uses the dataset's OKS sigmas
             self.codec.sigmas = [float(s) for s in self.spec.sigmas]
+        self.test_scales = resolve_test_scales(cfg)
 
     @torch.no_grad()
     def predict_poses(self, images: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per image of the batch: poses (M, K, 3) in input pixels (x, y, keypoint score) and scores (M,)."""
+        """Per image of the batch: poses (M, K, 3) in the pixels of ``images`` (x, y, keypoint score) and scores
+        (M,). Multi-scale test (``task.test_scales``, docs/bottomup.md): the batch is resized to ``input_size`` x
+        each scale, each decoded on its own (flip test as configured), the poses brought back to the pixels of
+        ``images`` and pooled, then the codec's OKS-NMS and its ``max_proposals`` best (DEKR's pose aggregation)."""
+        if self.test_scales == (1.0,):
+            return self._decode(images, self.codec)
+        height, width = images.shape[-2:]
+        base_w, base_h = (int(v) for v in self.cfg["input_size"])
+        pooled: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(images.shape[0])]
+        for scale in self.test_scales:
+            size = (round(base_h * scale), round(base_w * scale))
+            scaled = images if size == (height, width) else F.interpolate(
+                images, size=size, mode="bilinear", align_corners=False, antialias=size[0] < height)
+            for i, (poses, scores) in enumerate(self._decode(scaled, None)):
+                poses = poses.copy()  # pixel centres: x -> (x + 0.5) * f - 0.5, as F.interpolate's resampling
+                poses[..., 0] = (poses[..., 0] + 0.5) * (width / size[1]) - 0.5
+                poses[..., 1] = (poses[..., 1] + 0.5) * (height / size[0]) - 0.5
+                pooled[i].append((poses, scores))
+        k = self.spec.num_keypoints
+        sigmas = self.codec.nms_sigmas(k)
+        return [finish_poses(np.concatenate([p for p, _ in parts]).reshape(-1, k, 3),
+                             np.concatenate([s for _, s in parts]), sigmas, self.codec.nms_thr,
+                             self.codec.max_proposals) for parts in pooled]
+
+    def _decode(self, images: torch.Tensor, codec: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One scale: the network on ``images`` (and its mirror), decoded by ``codec`` (None: this codec at the
+        size of ``images`` and of the outputs)."""
         outputs = self.model(images)
         flipped = self.model(images.flip(-1)) if self.flip_test else None
-        return self.codec.decode(outputs, flipped, self.flip_indices.tolist() if flipped is not None else None)
+        if codec is None:
+            ref = next(v for v in outputs.values() if torch.is_tensor(v) and v.dim() == 4)
+            codec = self.codec.at_size((images.shape[-1], images.shape[-2]), (ref.shape[-1], ref.shape[-2]))
+        return codec.decode(outputs, flipped, self.flip_indices.tolist() if flipped is not None else None)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         meta = batch["meta"]

@@ -274,6 +274,7 @@ class _CentreCodec(BottomUpCodec):
         swapped with ``flip_indices``), and so are the offsets (flipped back exactly, :mod:`.common`), i.e. the
         two passes' pose hypotheses are averaged cell by cell.
         """
+        outputs, flipped_outputs = self._native(outputs), self._native(flipped_outputs)
         conf, offsets, kmaps = self._merged(outputs, flipped_outputs, flip_indices)
         rmaps = (self._merged_refine_maps(outputs, flipped_outputs, flip_indices)
                  if self.refine == "heatmap" else None)

@@ -16,6 +16,7 @@ involution, so an exactly mirrored copy of the outputs flips back to the outputs
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -368,6 +369,32 @@ class BottomUpCodec:
         """The outputs a perfect head would give for batched ``targets`` of this codec (decoding them gives the
         ground truth back; :mod:`sar.codecs.bottomup.oracle`)."""
         return type(self)._oracle(dict(targets), self.heatmap_size)
+
+    #: unit of an ``offsets`` output: ``cell`` (map cells, the same at any input size) or ``norm`` (the SAR
+    #: heads': fractions of the input size the network was trained at)
+    offset_unit = "cell"
+    #: training input size / this codec's input size (w, h), set by :meth:`at_size`
+    _offset_factor: tuple[float, float] = (1.0, 1.0)
+
+    def at_size(self, input_size: Sequence[int], heatmap_size: Sequence[int]) -> BottomUpCodec:
+        """This codec (a shallow copy) decoding ``input_size`` (w, h) inputs with ``heatmap_size`` maps (the
+        multi-scale test, ``task.test_scales``); ``norm`` offsets are rescaled from the training input's units
+        to this size's (:meth:`_native`)."""
+        out = copy.copy(self)
+        out._offset_factor = (self._offset_factor[0] * self.input_size[0] / int(input_size[0]),
+                              self._offset_factor[1] * self.input_size[1] / int(input_size[1]))
+        out.input_size = (int(input_size[0]), int(input_size[1]))
+        out.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
+        out.stride = (out.input_size[0] / out.heatmap_size[0], out.input_size[1] / out.heatmap_size[1])
+        return out
+
+    def _native(self, outputs: Mapping[str, torch.Tensor] | None) -> Mapping[str, torch.Tensor] | None:
+        """``outputs`` with ``norm`` offsets in this codec's input units (a network's offsets are in the units of
+        the input it was trained at: a person twice as large in pixels regresses the same fractions of it)."""
+        if outputs is None or self.offset_unit != "norm" or self._offset_factor == (1.0, 1.0):
+            return outputs
+        offsets = outputs["offsets"]
+        return {**outputs, "offsets": offsets * offsets.new_tensor(self._offset_factor)[:, None, None]}
 
     def nms_sigmas(self, num_keypoints: int, sigmas: Sequence[float] | None = None) -> np.ndarray:
         """OKS sigmas of the pose NMS: those of the ``decode`` call, else the codec's, else :func:`default_sigmas`."""

@@ -104,6 +104,7 @@ class _GroupingCodec(BottomUpCodec):
         two passes' hypotheses) are averaged with the flipped-back mirrored pass (columns reversed, channels
         swapped with ``flip_indices``).
         """
+        outputs, flipped_outputs = self._native(outputs), self._native(flipped_outputs)
         maps = self._merged(outputs, flipped_outputs, flip_indices)
         conf, tags = maps["conf"], maps["tags"]
         k = conf.shape[1]
@@ -138,6 +139,8 @@ class SARAECodec(_GroupingCodec):
     """
 
     _oracle = staticmethod(oracle_sar_ae)
+
+    offset_unit = "norm"
 
     def __init__(self, input_size: Sequence[int], heatmap_size: Sequence[int], score: str = "selector",
                  sigma: float = 2.0, region_margin: int = 1, nms_kernel: int = 5, tag_thr: float = 1.0,
