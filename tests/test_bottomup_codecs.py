@@ -226,6 +226,8 @@ def test_keypoint_score_heatmap_multiplies_by_the_auxiliary_map() -> None:
     np.testing.assert_allclose(s1, s0 * (1.55 / 3), rtol=1e-5)
     with pytest.raises(ValueError, match="keypoint_score"):
         make_codec("sar_center", (128, 96), keypoint_score="tags")
+    with pytest.raises(ValueError, match="with_heatmap"):  # a head without the auxiliary branch
+        scored.decode({k: v for k, v in out.items() if k != "heatmap"})
 
 
 @pytest.mark.parametrize("name", HEADS)

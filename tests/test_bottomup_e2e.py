@@ -136,3 +136,10 @@ def test_multi_scale_test_pools_the_scales_in_the_rendered_pixels(tmp_path_facto
     assert poses[0, k // 2, :2].tolist() == pytest.approx([47.5, 47.5])
     with pytest.raises(ValueError, match=r"task.test_scales: 1.1"):
         resolve_test_scales({**cfg, "task": {**cfg["task"], "test_scales": [1.0, 1.1]}})
+    # an ablation without the auxiliary branch is refused before training while decoding still reads it
+    no_aux = OmegaConf.to_container(tiny(tmp, "sar_center", "head.module.with_heatmap=false"), resolve=True)
+    with pytest.raises(ValueError, match="with_heatmap: false"):
+        build_system(no_aux)
+    build_system(OmegaConf.to_container(tiny(tmp, "sar_center", "head.module.with_heatmap=false",
+                                             "head.codec.refine=none", "head.codec.keypoint_score=confidence"),
+                                        resolve=True))

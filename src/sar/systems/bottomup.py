@@ -45,6 +45,11 @@ class BottomUpSystem(TopDownSystem):
         if self.cfg["head"]["codec"].get("sigmas") is None:  # the pose NMS uses the dataset's OKS sigmas
             self.codec.sigmas = [float(s) for s in self.spec.sigmas]
         self.test_scales = resolve_test_scales(cfg)
+        module = cfg["head"].get("module") or {}
+        if getattr(self.codec, "reads_heatmaps", False) and not module.get("with_heatmap", True):
+            raise ValueError("head.module.with_heatmap: false, but the codec decodes with the auxiliary heatmaps "
+                             "(head.codec.refine: heatmap or keypoint_score: heatmap): set those to none / "
+                             "confidence, or keep the heatmaps")
 
     @torch.no_grad()
     def predict_poses(self, images: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:

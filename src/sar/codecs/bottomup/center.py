@@ -196,6 +196,11 @@ class _CentreCodec(BottomUpCodec):
         """Keypoint maps (B,K,H,W) the ``refine: heatmap`` step searches (the auxiliary / baseline heatmaps)."""
         raise NotImplementedError
 
+    @property
+    def reads_heatmaps(self) -> bool:
+        """Whether decoding reads the head's ``heatmap`` output (the refinement or the keypoint scores)."""
+        return self.refine == "heatmap" or getattr(self, "keypoint_score", "confidence") == "heatmap"
+
     def _merged_refine_maps(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
                             flip_indices: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
         """The refine maps, flip-averaged; the flipped-back copy is moved ``1 - 1/stride`` cells right first
@@ -412,6 +417,9 @@ class SARCenterCodec(_CentreCodec):
         return targets
 
     def _maps(self, outputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.keypoint_score == "heatmap" and "heatmap" not in outputs:
+            raise ValueError(f"score / keypoint_score '{self.keypoint_score}' needs the auxiliary heatmaps "
+                             "(head.module.with_heatmap: true)")
         hm = self._aux_maps(outputs["heatmap"]) if self.keypoint_score == "heatmap" else None
         if self.score == "heatmap":
             return hm[:, -1:], hm[:, :-1]
