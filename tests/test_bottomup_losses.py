@@ -260,6 +260,20 @@ def test_head_shapes_and_init(head_cls: type, shapes: dict[str, tuple[int, ...]]
     assert out["offsets"].abs().max().item() < 0.1 if "offsets" in out else True
 
 
+def test_sar_center_heatmap_tower() -> None:
+    """``heatmap_convs=1``: one 3x3 conv + BN + ReLU (``heatmap_channels`` wide) before the auxiliary 1x1, which
+    keeps the focal prior; without the auxiliary branch there is no tower either."""
+    head = SARCenterHead(8, 3, heatmap_convs=1, heatmap_channels=4).eval()
+    assert head.heatmap_conv.in_channels == 4 and isinstance(head.heatmap_tower[0], torch.nn.Conv2d)
+    assert head.heatmap_tower[0].kernel_size == (3, 3) and head.heatmap_tower[0].out_channels == 4
+    out = head(torch.randn(2, 8, 5, 6))
+    assert out["heatmap"].shape == (2, 4, 5, 6)
+    prior = torch.sigmoid(torch.tensor(FOCAL_PRIOR_BIAS)).item()
+    assert torch.sigmoid(out["heatmap"]).mean().item() == pytest.approx(prior, rel=0.05)
+    bare = SARCenterHead(8, 3, with_heatmap=False, heatmap_convs=2)
+    assert "heatmap" not in bare(torch.randn(1, 8, 5, 6)) and isinstance(bare.heatmap_tower, torch.nn.Identity)
+
+
 @pytest.mark.parametrize("name", ["sar_ae", "sar_center", "ae", "dekr"])
 def test_head_configs_build(name: str) -> None:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "heads" / "bottomup" / f"{name}.yaml"), resolve=True)

@@ -71,13 +71,15 @@ class SARCenterHead(nn.Module):
     """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): centre selector (1), pose offsets (2K), auxiliary focal heatmaps
     (K keypoints + the centre); ``with_heatmap=False`` drops the auxiliary branch. ``offset_convs`` > 0 puts
     :func:`conv_tower` (``offset_channels`` wide) before the offset conv (0: a 1x1 conv on the features, as the
-    other outputs). ``local_offsets=True`` adds PersonLab's short-range offsets (2K, a 1x1 conv; units of the
+    other outputs); ``heatmap_convs`` likewise for the auxiliary heatmaps (``heatmap_channels`` wide).
+    ``local_offsets=True`` adds PersonLab's short-range offsets (2K, a 1x1 conv; units of the
     codec's ``local_radius``), which the codec's ``refine: local`` moves the regressed keypoints with.
     ``aux_loss``: ``focal`` (logits, the focal prior bias) | ``mse`` (the K keypoint maps raw, DEKR's, bias 0;
     the centre map stays a focal logit)."""
 
     def __init__(self, in_channels: int, num_keypoints: int, with_heatmap: bool = True, offset_convs: int = 0,
-                 offset_channels: int = 128, local_offsets: bool = False, aux_loss: str = "focal") -> None:
+                 offset_channels: int = 128, local_offsets: bool = False, aux_loss: str = "focal",
+                 heatmap_convs: int = 0, heatmap_channels: int = 64) -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
         self.center_conv = _conv(in_channels, 1, FOCAL_PRIOR_BIAS)
@@ -85,7 +87,9 @@ class SARCenterHead(nn.Module):
         self.offset_conv = _conv(offset_channels if offset_convs else in_channels, 2 * num_keypoints)
         if aux_loss not in ("focal", "mse"):
             raise ValueError(f"aux_loss must be 'focal' or 'mse', got {aux_loss!r}")
-        self.heatmap_conv = _conv(in_channels, num_keypoints + 1, FOCAL_PRIOR_BIAS) if with_heatmap else None
+        self.heatmap_tower = conv_tower(in_channels, heatmap_channels, heatmap_convs if with_heatmap else 0)
+        hm_in = heatmap_channels if heatmap_convs else in_channels
+        self.heatmap_conv = _conv(hm_in, num_keypoints + 1, FOCAL_PRIOR_BIAS) if with_heatmap else None
         if self.heatmap_conv is not None and aux_loss == "mse":  # raw keypoint maps start at 0, the centre focal
             nn.init.zeros_(self.heatmap_conv.bias[:num_keypoints])
         self.local_conv = _conv(in_channels, 2 * num_keypoints) if local_offsets else None
@@ -94,7 +98,7 @@ class SARCenterHead(nn.Module):
         out = {"center_logits": self.center_conv(x),
                "offsets": _offsets(self.offset_conv(self.offset_tower(x)), self.num_keypoints)}
         if self.heatmap_conv is not None:
-            out["heatmap"] = self.heatmap_conv(x)
+            out["heatmap"] = self.heatmap_conv(self.heatmap_tower(x))
         if self.local_conv is not None:
             out["local_offsets"] = _offsets(self.local_conv(x), self.num_keypoints)
         return out
