@@ -261,10 +261,13 @@ def test_head_shapes_and_init(head_cls: type, shapes: dict[str, tuple[int, ...]]
 
 
 def test_sar_center_heatmap_tower() -> None:
-    """``heatmap_convs=1``: one 3x3 conv + BN + ReLU (``heatmap_channels`` wide) before the auxiliary 1x1, which
-    keeps the focal prior; without the auxiliary branch there is no tower either."""
+    """``heatmap_convs=1``: one 3x3 conv + BN + ReLU (``heatmap_channels`` wide) before the K keypoint maps' 1x1;
+    the centre map stays a 1x1 on the features (last channel); both keep the focal prior; without the auxiliary
+    branch there is no tower either."""
     head = SARCenterHead(8, 3, heatmap_convs=1, heatmap_channels=4).eval()
-    assert head.heatmap_conv.in_channels == 4 and isinstance(head.heatmap_tower[0], torch.nn.Conv2d)
+    assert (head.heatmap_conv.in_channels, head.heatmap_conv.out_channels) == (4, 3)
+    assert (head.centre_heatmap_conv.in_channels, head.centre_heatmap_conv.out_channels) == (8, 1)
+    assert isinstance(head.heatmap_tower[0], torch.nn.Conv2d)
     assert head.heatmap_tower[0].kernel_size == (3, 3) and head.heatmap_tower[0].out_channels == 4
     out = head(torch.randn(2, 8, 5, 6))
     assert out["heatmap"].shape == (2, 4, 5, 6)

@@ -71,7 +71,8 @@ class SARCenterHead(nn.Module):
     """B2 ``sar_center`` (docs/method.md "Multi-person", our formulation): centre selector (1), pose offsets (2K), auxiliary focal heatmaps
     (K keypoints + the centre); ``with_heatmap=False`` drops the auxiliary branch. ``offset_convs`` > 0 puts
     :func:`conv_tower` (``offset_channels`` wide) before the offset conv (0: a 1x1 conv on the features, as the
-    other outputs); ``heatmap_convs`` likewise for the auxiliary heatmaps (``heatmap_channels`` wide).
+    other outputs); ``heatmap_convs`` likewise for the K auxiliary keypoint heatmaps (``heatmap_channels``
+    wide; the centre map stays a 1x1 on the features).
     ``local_offsets=True`` adds PersonLab's short-range offsets (2K, a 1x1 conv; units of the
     codec's ``local_radius``), which the codec's ``refine: local`` moves the regressed keypoints with.
     ``aux_loss``: ``focal`` (logits, the focal prior bias) | ``mse`` (the K keypoint maps raw, DEKR's, bias 0;
@@ -87,18 +88,26 @@ class SARCenterHead(nn.Module):
         self.offset_conv = _conv(offset_channels if offset_convs else in_channels, 2 * num_keypoints)
         if aux_loss not in ("focal", "mse"):
             raise ValueError(f"aux_loss must be 'focal' or 'mse', got {aux_loss!r}")
-        self.heatmap_tower = conv_tower(in_channels, heatmap_channels, heatmap_convs if with_heatmap else 0)
-        hm_in = heatmap_channels if heatmap_convs else in_channels
-        self.heatmap_conv = _conv(hm_in, num_keypoints + 1, FOCAL_PRIOR_BIAS) if with_heatmap else None
+        # with a tower, only the K keypoint maps go through it; the centre map stays a 1x1 on the shared features
+        # (trained there, it is what teaches them to find people: through the tower the selector found 130 of 352)
+        towered = bool(heatmap_convs) and with_heatmap
+        self.heatmap_tower = conv_tower(in_channels, heatmap_channels, heatmap_convs if towered else 0)
+        self.centre_heatmap_conv = _conv(in_channels, 1, FOCAL_PRIOR_BIAS) if towered else None
+        k_maps = num_keypoints if towered else num_keypoints + 1
+        self.heatmap_conv = (_conv(heatmap_channels if towered else in_channels, k_maps, FOCAL_PRIOR_BIAS)
+                             if with_heatmap else None)
         if self.heatmap_conv is not None and aux_loss == "mse":  # raw keypoint maps start at 0, the centre focal
-            nn.init.zeros_(self.heatmap_conv.bias[:num_keypoints])
+            nn.init.zeros_(self.heatmap_conv.bias.data[:num_keypoints])
         self.local_conv = _conv(in_channels, 2 * num_keypoints) if local_offsets else None
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {"center_logits": self.center_conv(x),
                "offsets": _offsets(self.offset_conv(self.offset_tower(x)), self.num_keypoints)}
         if self.heatmap_conv is not None:
-            out["heatmap"] = self.heatmap_conv(self.heatmap_tower(x))
+            maps = self.heatmap_conv(self.heatmap_tower(x))
+            if self.centre_heatmap_conv is not None:
+                maps = torch.cat([maps, self.centre_heatmap_conv(x)], 1)
+            out["heatmap"] = maps
         if self.local_conv is not None:
             out["local_offsets"] = _offsets(self.local_conv(x), self.num_keypoints)
         return out
