@@ -184,7 +184,7 @@ class BottomUpDataset(SeededDataset):
         render = matrix
         if self.render_size != self.size:
             f = self.render_size / self.size
-            render = T.compose_affine(np.array([[f, 0.0, 0.5 * (f - 1)], [0.0, f, 0.5 * (f - 1)]]), matrix)
+            render = T.compose_affine(T.resize_matrix(f, f), matrix)
         crop = T.warp(image, render, (self.render_size, self.render_size))
         keypoints = np.asarray(record["keypoints"], dtype=np.float32)
         visible = np.asarray(record["visible"], dtype=np.float32).copy()

@@ -45,6 +45,7 @@ __all__ = [
     "normalize_image",
     "normalize_images",
     "random_bbox_transform",
+    "resize_matrix",
     "transform_points",
     "truncated_normal",
     "warp",
@@ -120,6 +121,12 @@ def get_affine(
 def flip_matrix(image_width: int) -> np.ndarray:
     """The ``(2, 3)`` matrix of a horizontal image flip: ``x' = image_width - 1 - x``."""
     return np.array([[-1.0, 0.0, image_width - 1.0], [0.0, 1.0, 0.0]])
+
+
+def resize_matrix(fx: float, fy: float) -> np.ndarray:
+    """The ``(2, 3)`` matrix of resizing an image by ``(fx, fy)`` with pixel centres at integer coordinates (as
+    ``cv2.resize`` and ``F.interpolate(align_corners=False)``): ``x' = (x + 0.5) fx - 0.5``."""
+    return np.array([[fx, 0.0, 0.5 * (fx - 1.0)], [0.0, fy, 0.5 * (fy - 1.0)]])
 
 
 def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:

@@ -67,9 +67,8 @@ class BottomUpSystem(TopDownSystem):
             scaled = images if size == (height, width) else F.interpolate(
                 images, size=size, mode="bilinear", align_corners=False, antialias=size[0] < height)
             for i, (poses, scores) in enumerate(self._decode(scaled, None)):
-                poses = poses.copy()  # pixel centres: x -> (x + 0.5) * f - 0.5, as F.interpolate's resampling
-                poses[..., 0] = (poses[..., 0] + 0.5) * (width / size[1]) - 0.5
-                poses[..., 1] = (poses[..., 1] + 0.5) * (height / size[0]) - 0.5
+                poses = poses.copy()
+                poses[..., :2] = T.transform_points(poses[..., :2], T.resize_matrix(width / size[1], height / size[0]))
                 pooled[i].append((poses, scores))
         k = self.spec.num_keypoints
         sigmas = self.codec.nms_sigmas(k)
