@@ -269,6 +269,29 @@ def test_refine_to_peaks_nearest_rule_takes_the_closest_peak_not_the_strongest()
         refine_to_peaks(points, maps, radius, thr=0.1, rule="closest")
 
 
+def test_refine_to_peaks_gauss_rule_weighs_peaks_by_their_distance() -> None:
+    """``rule="gauss"``: among the cells above the threshold in reach, the highest map value x exp(-d^2 / (2
+    sigma^2)), sigma = radius / 2 = 3 cells. From x 5: the 0.4 peak 1 cell away (0.4 e^(-1/18) = 0.378) beats the
+    0.95 peak 5 cells away (0.95 e^(-25/18) = 0.237) and its 0.5 shoulder (0.5 e^(-16/18) = 0.206); from x 8 both
+    peaks are 2 cells away and the 0.95 one wins (quarter step towards the 0.5 at x 9); above a threshold of 0.45
+    the 0.4 peak is no candidate, so the best of the rest (the 0.95 peak) is taken."""
+    maps = torch.zeros(1, 20, 20)
+    maps[0, 10, 6] = 0.4
+    maps[0, 10, 9], maps[0, 10, 10] = 0.5, 0.95
+    radius = torch.tensor([6.0])
+    out, moved = refine_to_peaks(torch.tensor([[[5.0, 10.0]]]), maps, radius, thr=0.1, rule="gauss")
+    np.testing.assert_allclose(out[0, 0].numpy(), [6.0, 10.0])
+    assert moved.tolist() == [[True]]
+    out, _ = refine_to_peaks(torch.tensor([[[8.0, 10.0]]]), maps, radius, thr=0.1, rule="gauss")
+    np.testing.assert_allclose(out[0, 0].numpy(), [9.75, 10.0])
+    out, _ = refine_to_peaks(torch.tensor([[[5.0, 10.0]]]), maps, radius, thr=0.45, rule="gauss")
+    np.testing.assert_allclose(out[0, 0].numpy(), [9.75, 10.0])
+    # nothing above the threshold in reach: the point stays
+    out, moved = refine_to_peaks(torch.tensor([[[5.0, 10.0]]]), maps, radius, thr=0.96, rule="gauss")
+    np.testing.assert_allclose(out[0, 0].numpy(), [5.0, 10.0])
+    assert moved.tolist() == [[False]]
+
+
 @pytest.mark.parametrize("name", ["sar_center", "dekr"])
 def test_pose_window_averages_hypotheses_weighted_by_the_centre_confidence(name: str) -> None:
     """``pose_window: 3``: the pose decoded at a centre peak is the confidence-weighted mean of the pose hypotheses

@@ -58,7 +58,9 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     "Multi-person", our choice). For each proposal ``m`` and keypoint ``k``, among the cells of ``maps[k]`` within
     ``radius[m]`` cells of ``points[m, k]``: ``rule="best"`` takes the highest one (of equal ones the nearest) and
     moves there when it exceeds ``thr``; ``rule="nearest"`` takes the nearest local maximum (3x3) above ``thr`` (CenterNet's choice of the
-    closest keypoint detection, so a neighbour's stronger joint does not pull it away). A moved keypoint is refined
+    closest keypoint detection, so a neighbour's stronger joint does not pull it away); ``rule="gauss"`` takes,
+    among the cells above ``thr``, the highest map value times ``exp(-d^2 / (2 sigma^2))`` with ``sigma = radius /
+    2`` (a soft reach: a strong peak far off loses to a fair one near the regressed point). A moved keypoint is refined
     by a quarter cell towards the higher neighbour in x and in y (HigherHRNet / MSRA rule); else it stays.
     ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,). Returns the points (M,K,2) and a (M,K) bool
     of the moved ones."""
@@ -82,8 +84,16 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
         vals = torch.where(inside, maps[None].to(points.dtype) - 1e-6 * d2, torch.full_like(d2, -1.0))
         best, idx = vals.flatten(2).max(-1)  # (M,K)
         moved = best > thr
+    elif rule == "gauss":
+        # among the cells in reach above thr, the highest map value times a Gaussian of the distance
+        # (sigma = radius / 2, at least half a cell)
+        sigma2 = (radius[:, None, None, None] / 2).clamp_min(0.5) ** 2
+        weighted = maps[None].to(points.dtype) * torch.exp(-0.5 * d2 / sigma2)
+        vals = torch.where(inside & (maps > thr)[None], weighted, torch.full_like(d2, -1.0))
+        best, idx = vals.flatten(2).max(-1)  # (M,K)
+        moved = best >= 0
     else:
-        raise ValueError(f"rule must be 'best' or 'nearest', got {rule!r}")
+        raise ValueError(f"rule must be 'best', 'nearest' or 'gauss', got {rule!r}")
     cx, cy = idx % w, idx // w
     peak = torch.stack([cx, cy], -1).to(points.dtype) + refine_quarter(maps[None].expand(m, k, h, w), cx, cy).to(
         points.dtype)
@@ -136,8 +146,8 @@ class _CentreCodec(BottomUpCodec):
             raise ValueError(f"local_radius and local_steps must be >= 0, got {local_radius}, {local_steps}")
         if refine == "local" and local_radius == 0:
             raise ValueError("refine: local needs the short-range offsets: set local_radius > 0 (map cells)")
-        if refine_rule not in ("best", "nearest"):
-            raise ValueError(f"refine_rule must be 'best' or 'nearest', got {refine_rule!r}")
+        if refine_rule not in ("best", "nearest", "gauss"):
+            raise ValueError(f"refine_rule must be 'best', 'nearest' or 'gauss', got {refine_rule!r}")
         check_odd("pose_window", pose_window)
         if pose_window_gate <= 0:
             raise ValueError(f"pose_window_gate must be positive, got {pose_window_gate}")
