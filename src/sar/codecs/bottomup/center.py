@@ -208,8 +208,8 @@ class _CentreCodec(BottomUpCodec):
 
     @property
     def reads_heatmaps(self) -> bool:
-        """Whether decoding reads the head's ``heatmap`` output (the refinement or the keypoint scores)."""
-        return self.refine == "heatmap" or getattr(self, "keypoint_score", "confidence") == "heatmap"
+        """Whether decoding reads the head's ``heatmap`` output (here: the refinement)."""
+        return self.refine == "heatmap"
 
     def _merged_refine_maps(self, outputs: Mapping[str, torch.Tensor], flipped: Mapping[str, torch.Tensor] | None,
                             flip_indices: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
@@ -425,6 +425,11 @@ class SARCenterCodec(_CentreCodec):
         targets["scale"] = np.where(people.valid, np.sqrt(people.areas / (w * h)), 1.0).astype(np.float32)
         targets["region"] = person_regions(people.cells, people.visible, self.heatmap_size, self.region_margin)
         return targets
+
+    @property
+    def reads_heatmaps(self) -> bool:
+        """The refinement or the keypoint scores (``keypoint_score: heatmap``) read the auxiliary heatmaps."""
+        return super().reads_heatmaps or self.keypoint_score == "heatmap"
 
     def _maps(self, outputs: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.keypoint_score == "heatmap" and "heatmap" not in outputs:
