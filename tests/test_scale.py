@@ -11,6 +11,7 @@ import sar  # noqa: F401  (registers the sar.uid resolver)
 from sar.utils.config import compose_train_config
 from sar.utils.scale import (
     compute_scaling,
+    cpu_description,
     describe_scaling,
     effective_lr,
     lr_scale_factor,
@@ -42,6 +43,15 @@ def test_auto_precision_follows_the_hardware() -> None:
     assert resolve_auto_precision("gpu", cuda_bf16=True)[0] == "bf16-mixed"
     assert resolve_auto_precision("cuda", cuda_bf16=False)[0] == "16-mixed"
     assert validate_precision("auto") == "auto"
+
+
+def test_cpu_description_names_the_widest_vector_extension() -> None:
+    genoa = {"avx2", "avx512f", "avx512_bf16", "fma"}
+    assert cpu_description("AMD EPYC 9B14", genoa) == "AMD EPYC 9B14, AVX-512 + BF16"
+    assert cpu_description("AMD EPYC", {"avx2", "fma"}) == "AMD EPYC, AVX2"
+    assert cpu_description("Xeon", {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}) == "Xeon, AVX-512 + BF16 + AMX"
+    assert cpu_description("", {"asimd"}) == "unknown CPU, NEON"
+    assert cpu_description("old", {"sse4_2"}) == "old, no AVX2"
 
 
 def test_auto_precision_is_stored_resolved(monkeypatch) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "SCALE_RULES",
     "TRAINER_INT_KEYS",
     "compute_scaling",
+    "cpu_description",
     "describe_scaling",
     "effective_lr",
     "lr_scale_factor",
@@ -56,16 +57,38 @@ TRAINER_INT_KEYS: tuple[str, ...] = (
 )
 
 
-def _cpu_flags() -> set[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none: not Linux)."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` line of ``/proc/cpuinfo`` (None where there is none: not Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where there is none: not Linux)."""
+    return set((_cpuinfo_field("flags") or "").split())
+
+
+#: The vector / matrix extensions a benchmark header names, widest first (the first present is the CPU's class;
+#: AVX512-BF16 and AMX are named beside it: they decide what bf16 buys on the CPU).
+_ISA_LADDER: tuple[tuple[str, str], ...] = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON"))
+
+
+def cpu_description(model: str | None = None, flags: set[str] | None = None) -> str:
+    """The CPU's model name and its widest vector extension, e.g. ``"AMD EPYC 9B14, AVX-512 + BF16"`` or
+    ``"AMD EPYC, AVX2"``: the same core count runs the same code up to several times faster or slower by these
+    (BENCHMARKS.md), so a benchmark header names them. ``model`` / ``flags``: the machine's, read when None."""
+    model = (_cpuinfo_field("model name") if model is None else model) or "unknown CPU"
+    flags = _cpu_flags() if flags is None else flags
+    isa = next((label for flag, label in _ISA_LADDER if flag in flags), "no AVX2")
+    extras = [label for flag, label in (("avx512_bf16", "BF16"), ("amx_bf16", "AMX")) if flag in flags]
+    return f"{model}, {' + '.join([isa, *extras])}"
 
 
 def resolve_auto_precision(accelerator: Any, cpu_flags: set[str] | None = None,
