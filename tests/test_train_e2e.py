@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cli_runs import read_json, train
+from sar.utils.scale import machine_description
 
 TINY = (
     "dataset.synthetic.num_train=48", "dataset.synthetic.num_val=8", "dataset.num_workers=0",
@@ -41,6 +42,7 @@ def test_tiny_train_learns_and_writes_metrics_and_checkpoints(tmp_path: Path, he
     assert metrics["kpt_error_px"] < max_error, metrics
     assert metrics["PCK@0.05"] > min_pck, metrics
     assert metrics["global_step"] == 48
+    assert metrics["machine"] == machine_description()  # the timings' machine: CPU model, vector extension, cores
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))
     results = read_json(run_dir / "results_keypoints.json")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import Any, Self
 import torch
 
 from sar.utils.config import compose_train_config, to_container
-from sar.utils.scale import cpu_description
+from sar.utils.scale import machine_description
 
 SHARED_DATA = Path(os.environ.get("SAR_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 #: The peer scripts (../shared/peer: mmpose 1.3.2's pipeline and train-step timers, its README).
@@ -91,8 +90,7 @@ def convergence_block(result: dict) -> str:
 
 
 def _machine() -> str:
-    return (f"{platform.machine()}, {cpu_description()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    return f"{machine_description()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def bench_pipeline(seconds: float = 20.0, workers: int = 2) -> dict:

@@ -38,7 +38,7 @@ from sar.utils.hydra_ddp import sweep_job
 from sar.utils.instantiate import build
 from sar.utils.loggers import build_logger
 from sar.utils.run_lock import env_global_rank
-from sar.utils.scale import prepare_run_config
+from sar.utils.scale import machine_description, prepare_run_config
 
 log = logging.getLogger("sar.train")
 
@@ -201,7 +201,9 @@ def _run(cfg: DictConfig, run_dir: Path, extra_callbacks: list[pl.Callback] | No
     trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.time() - start
 
-    result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1)}
+    # the machine beside the seconds: the same epochs take twice as long on a slower 2-core CPU (BENCHMARKS.md)
+    result: dict[str, Any] = {"run_dir": str(run_dir), "train_seconds": round(train_seconds, 1),
+                              "machine": machine_description()}
     result["table"] = config["table"]
     if cfg.final_eval:
         best = best_checkpoint_path(trainer) or str(ckpt_dir / LastCheckpoint.path_name)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import platform
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "describe_scaling",
     "effective_lr",
     "lr_scale_factor",
+    "machine_description",
     "num_devices",
     "prepare_run_config",
     "resolve_auto_precision",
@@ -89,6 +92,11 @@ def cpu_description(model: str | None = None, flags: set[str] | None = None) -> 
     isa = next((label for flag, label in _ISA_LADDER if flag in flags), "no AVX2")
     extras = [label for flag, label in (("avx512_bf16", "BF16"), ("amx_bf16", "AMX")) if flag in flags]
     return f"{model}, {' + '.join([isa, *extras])}"
+
+
+def machine_description() -> str:
+    """``"<arch>, <cpu_description()>, <n> cores"``: what a run's timings depend on (``metrics.json``, bench blocks)."""
+    return f"{platform.machine()}, {cpu_description()}, {os.cpu_count()} cores"
 
 
 def resolve_auto_precision(accelerator: Any, cpu_flags: set[str] | None = None,
