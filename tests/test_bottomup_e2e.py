@@ -37,6 +37,10 @@ def test_tiny_bottomup_run(head: str, tmp_path_factory: pytest.TempPathFactory) 
     metrics = json.loads((tmp / "run" / "metrics.json").read_text())
     assert {"AP", "AP50", "APM", "AR"} <= set(metrics) and metrics["nonfinite_predictions"] == 0
     assert result["AP"] == metrics["AP"]
+    errors = json.loads((tmp / "run" / "results_keypoint_errors.json").read_text())
+    # every GT person falls in one COCO area range (the split read beside APM / APL)
+    assert sum(p["matched"] + p["unmatched"] for p in errors["by_area"].values()) == errors["matched"] + errors[
+        "unmatched"] > 0
     system = load_system(tmp / "run" / "checkpoints" / "last.ckpt").eval()
     assert type(system).__name__ == "BottomUpSystem" and system.cfg["head"]["name"] == head
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

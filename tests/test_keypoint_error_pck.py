@@ -72,7 +72,7 @@ def test_oks_matched_errors_pairs_people_by_oks_and_averages_pixel_errors():
     """Two people in image 1 (predictions given in the other order), one in image 2 with no prediction, a crowd
     region ignored: the Hungarian OKS matching pairs each prediction with its own person; the error is the
     hand-computed 5 px (a 3-4-5 shift) on A's labelled keypoints and 0 on B's."""
-    from sar.evaluation.keypoint_error import oks_matched_errors
+    from sar.evaluation.keypoint_error import area_range, oks_matched_errors
 
     sigmas = [0.05] * 4
     a = np.array([[10, 10, 2], [30, 10, 2], [10, 40, 2], [30, 40, 0]], dtype=float)  # 3 labelled
@@ -92,6 +92,17 @@ def test_oks_matched_errors_pairs_people_by_oks_and_averages_pixel_errors():
     assert out["kpt_error_px"] == pytest.approx(5.0 * 3 / 7)
     assert out["per_keypoint"] == pytest.approx([2.5, 2.5, 2.5, 0.0])
     assert out["median_per_keypoint"] == pytest.approx([2.5, 2.5, 2.5, 0.0])
+    # per COCO area range: all three people are small (600 px^2); a 40 x 40 person (1600: medium) is its own
+    assert out["by_area"]["small"]["matched"] == 2 and out["by_area"]["small"]["unmatched"] == 1
+    assert out["by_area"]["small"]["median_per_keypoint"] == pytest.approx([2.5, 2.5, 2.5, 0.0])
+    assert out["by_area"]["medium"]["matched"] == 0 and np.isnan(out["by_area"]["large"]["median_per_keypoint"]).all()
+    gt["annotations"][1]["area"] = 1600.0  # B becomes medium: the split follows the GT's area
+    split = oks_matched_errors(preds, gt, sigmas)["by_area"]
+    assert split["small"]["median_per_keypoint"] == pytest.approx([5.0, 5.0, 5.0, float("nan")], nan_ok=True)
+    assert split["medium"]["matched"] == 1 and split["medium"]["median_per_keypoint"] == pytest.approx([0.0] * 4)
+    assert [area_range(a) for a in (0.0, 32.0**2, 32.0**2 + 1, 96.0**2, 1e9)] == [
+        "small", "small", "medium", "medium", "large"]  # COCOeval's bounds, upper inclusive
+    gt["annotations"][1]["area"] = 600.0
     # a prediction far from everyone (OKS ~0) matches nobody
     far = {"image_id": 2, "keypoints": (a + [5000.0, 5000.0, 0.0]).ravel().tolist()}
     assert oks_matched_errors([far], gt, sigmas)["unmatched"] == 3

@@ -32,7 +32,7 @@ from sar.data.formats.coco import (
     coco_source as _source,
 )
 
-__all__ = ["keypoint_error", "load_coco_dict", "matched_keypoints", "oks_matched_errors", "pck"]
+__all__ = ["AREA_RANGES", "area_range", "keypoint_error", "load_coco_dict", "matched_keypoints", "oks_matched_errors", "pck"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,17 @@ def pck(
     return hits / count if count else float("nan")
 
 
+#: COCO's area ranges of a GT person (``area`` in image pixels squared; COCOeval's small / medium / large, the
+#: ranges of APM and APL): name -> [low, high).
+AREA_RANGES: dict[str, tuple[float, float]] = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2),
+                                               "large": (96.0**2, float("inf"))}
+
+
+def area_range(area: float) -> str:
+    """The :data:`AREA_RANGES` name of a GT person of ``area`` (COCOeval's bounds, its upper bound inclusive)."""
+    return next(name for name, (lo, hi) in AREA_RANGES.items() if lo <= area <= hi)
+
+
 def oks_matched_errors(
     preds: Sequence[Mapping[str, Any]],
     ann_file: str | os.PathLike[str] | Mapping[str, Any],
@@ -205,7 +216,9 @@ def oks_matched_errors(
 
     Returns ``kpt_error_px`` (mean over every matched labelled keypoint, ``nan`` when none), ``per_keypoint``
     (K means, ``nan`` for a keypoint never matched), ``median_per_keypoint`` (K medians), ``matched`` and
-    ``unmatched`` (GT persons with and without a prediction).
+    ``unmatched`` (GT persons with and without a prediction), and ``by_area``: for COCO's area ranges of the GT
+    person (:data:`AREA_RANGES`, the ranges of APM / APL), its ``matched``, ``unmatched`` and
+    ``median_per_keypoint``, so a per-joint error can be read beside APM and APL.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -220,6 +233,7 @@ def oks_matched_errors(
             raise ValueError(f"prediction for image {pred.get('image_id')} has {kpts.shape[0]} keypoints, expected {k}")
         by_image.setdefault(int(pred["image_id"]), []).append(kpts)
     errors: list[list[float]] = [[] for _ in range(k)]
+    by_area = {name: {"errors": [[] for _ in range(k)], "matched": 0, "unmatched": 0} for name in AREA_RANGES}
     matched = unmatched = 0
     gts: dict[int, list[Mapping[str, Any]]] = {}
     for ann in data.get("annotations", []):
@@ -232,11 +246,15 @@ def oks_matched_errors(
         gt = np.stack([_gt_keypoints(a, k) for a in anns])  # (G,K,3)
         if gt.shape[1] != k:
             raise ValueError(f"image {image_id}: the ground truth has {gt.shape[1]} keypoints, expected {k}")
+        raw_area = np.array([float(a.get("area", 0.0)) for a in anns])
+        ranges = [area_range(a) for a in raw_area]
+        area = raw_area + np.spacing(1)
         if not cand:
             unmatched += len(anns)
+            for name in ranges:
+                by_area[name]["unmatched"] += 1
             continue
         pr = np.stack(cand)  # (P,K,3)
-        area = np.array([float(a.get("area", 0.0)) for a in anns]) + np.spacing(1)
         vis = gt[..., 2] > 0  # (G,K)
         d2 = ((pr[None, :, :, :2] - gt[:, None, :, :2]) ** 2).sum(-1)  # (G,P,K)
         e = np.exp(-np.nan_to_num(d2, nan=np.inf) / var / area[:, None, None] / 2.0)
@@ -245,10 +263,17 @@ def oks_matched_errors(
         keep = oks[rows, cols] >= 1e-6
         matched += int(keep.sum())
         unmatched += len(anns) - int(keep.sum())
-        for g, p in zip(rows[keep], cols[keep]):
-            dist = np.sqrt(d2[g, p])
+        paired = dict(zip(rows[keep].tolist(), cols[keep].tolist()))
+        for g in range(len(anns)):
+            part = by_area[ranges[g]]
+            if g not in paired:
+                part["unmatched"] += 1
+                continue
+            part["matched"] += 1
+            dist = np.sqrt(d2[g, paired[g]])
             for j in np.nonzero(vis[g] & np.isfinite(dist))[0]:
                 errors[j].append(float(dist[j]))
+                part["errors"][j].append(float(dist[j]))
     flat = [x for e in errors for x in e]
     return {
         "kpt_error_px": float(np.mean(flat)) if flat else float("nan"),
@@ -256,4 +281,8 @@ def oks_matched_errors(
         "median_per_keypoint": [float(np.median(e)) if e else float("nan") for e in errors],
         "matched": matched,
         "unmatched": unmatched,
+        "by_area": {name: {"matched": part["matched"], "unmatched": part["unmatched"],
+                           "median_per_keypoint": [float(np.median(e)) if e else float("nan")
+                                                   for e in part["errors"]]}
+                    for name, part in by_area.items()},
     }

@@ -112,8 +112,8 @@ class BottomUpSystem(TopDownSystem):
     def compute_metrics(self, preds: dict[int, list[dict]]) -> dict[str, float]:
         """COCO-format AP/AR (CrowdPose: easy/medium/hard) of every decoded person on every val image, and
         ``kpt_error_px``: the keypoint error of the OKS-matched persons
-        (:func:`sar.evaluation.keypoint_error.oks_matched_errors`), whose per-keypoint means and medians go to
-        ``results_keypoint_errors.json`` beside the results json."""
+        (:func:`sar.evaluation.keypoint_error.oks_matched_errors`), whose per-keypoint means and medians (also per
+        COCO area range, beside APM / APL) go to ``results_keypoint_errors.json`` beside the results json."""
         dm = self.trainer.datamodule
         evaluator = self.evaluator if self.evaluator is not None else self.build_evaluator(dm)
         metrics = evaluator.evaluate(preds.get(0, []), self.results_dir, prefix="results")
@@ -127,6 +127,9 @@ class BottomUpSystem(TopDownSystem):
                     "unmatched": errors["unmatched"],
                     "mean_px": dict(zip(names, errors["per_keypoint"])),
                     "median_px": dict(zip(names, errors["median_per_keypoint"])),
+                    "by_area": {name: {"matched": part["matched"], "unmatched": part["unmatched"],
+                                       "median_px": dict(zip(names, part["median_per_keypoint"]))}
+                                for name, part in errors["by_area"].items()},
                 }, Path(self.results_dir) / "results_keypoint_errors.json", indent=1)
         return {k: float(v) for k, v in metrics.items()}
 
