@@ -234,7 +234,6 @@ def oks_matched_errors(
         by_image.setdefault(int(pred["image_id"]), []).append(kpts)
     errors: list[list[float]] = [[] for _ in range(k)]
     by_area = {name: {"errors": [[] for _ in range(k)], "matched": 0, "unmatched": 0} for name in AREA_RANGES}
-    matched = unmatched = 0
     gts: dict[int, list[Mapping[str, Any]]] = {}
     for ann in data.get("annotations", []):
         if ann.get("iscrowd") or "keypoints" not in ann:
@@ -250,7 +249,6 @@ def oks_matched_errors(
         ranges = [area_range(a) for a in raw_area]
         area = raw_area + np.spacing(1)
         if not cand:
-            unmatched += len(anns)
             for name in ranges:
                 by_area[name]["unmatched"] += 1
             continue
@@ -261,8 +259,6 @@ def oks_matched_errors(
         oks = (e * vis[:, None]).sum(-1) / vis.sum(-1)[:, None]  # (G,P)
         rows, cols = linear_sum_assignment(-oks)
         keep = oks[rows, cols] >= 1e-6
-        matched += int(keep.sum())
-        unmatched += len(anns) - int(keep.sum())
         paired = dict(zip(rows[keep].tolist(), cols[keep].tolist()))
         for g in range(len(anns)):
             part = by_area[ranges[g]]
@@ -275,14 +271,17 @@ def oks_matched_errors(
                 errors[j].append(float(dist[j]))
                 part["errors"][j].append(float(dist[j]))
     flat = [x for e in errors for x in e]
+
+    def medians(per_keypoint: list[list[float]]) -> list[float]:
+        return [float(np.median(e)) if e else float("nan") for e in per_keypoint]
+
     return {
         "kpt_error_px": float(np.mean(flat)) if flat else float("nan"),
         "per_keypoint": [float(np.mean(e)) if e else float("nan") for e in errors],
-        "median_per_keypoint": [float(np.median(e)) if e else float("nan") for e in errors],
-        "matched": matched,
-        "unmatched": unmatched,
+        "median_per_keypoint": medians(errors),
+        "matched": sum(part["matched"] for part in by_area.values()),
+        "unmatched": sum(part["unmatched"] for part in by_area.values()),
         "by_area": {name: {"matched": part["matched"], "unmatched": part["unmatched"],
-                           "median_per_keypoint": [float(np.median(e)) if e else float("nan")
-                                                   for e in part["errors"]]}
+                           "median_per_keypoint": medians(part["errors"])}
                     for name, part in by_area.items()},
     }
