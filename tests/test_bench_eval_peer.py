@@ -69,18 +69,26 @@ def _fake_peer(tmp_path: Path) -> Path:
 def test_peer_section_rounds_and_ratios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         shared_data: Path) -> None:
     sar_rates = iter([250.0, 200.0, 300.0])  # pipeline, one per round
-    monkeypatch.setattr(bench_peer, "sar_pipeline_rate", lambda passes, coco: {"samples_per_s": next(sar_rates)})
+    all_rows = iter([180.0, 150.0, 210.0])  # the same with every JPEG row decoded
+
+    def sar_pipeline(passes: int, coco: Path, rows_only: bool = True) -> dict[str, float]:
+        return {"samples_per_s": next(sar_rates if rows_only else all_rows)}
+
+    monkeypatch.setattr(bench_peer, "sar_pipeline_rate", sar_pipeline)
     monkeypatch.setattr(bench_peer, "sar_step_rate",
                         lambda head, iters, threads: {"img_per_s": 6.0, "params": MMPOSE_PARAMS[head]})
     result = bench_peer.bench_peer(sys.executable, _fake_peer(tmp_path), shared_data / "coco", rounds=3)
     pipe = result["measures"]["pipeline"]
     assert pipe["mmpose"] == [100.0] * 3 and pipe["sar"] == [250.0, 200.0, 300.0]
     assert (pipe["ratio_median"], pipe["ratio_min"], pipe["ratio_max"]) == (2.5, 2.0, 3.0)
+    every_row = result["measures"]["pipeline_all_rows"]
+    assert every_row["mmpose"] == [100.0] * 3 and every_row["ratio_median"] == 1.8  # 180 / 100
     assert result["measures"]["step_heatmap"]["ratio_median"] == 1.5  # 6 / 4
     assert result["measures"]["step_rle"]["ratio_median"] == 1.2  # 6 / 5
     assert result["params"]["rle"] == {"sar": 23_701_148, "mmpose": 23_701_148}
     table = bench_peer.peer_table(result)
-    assert "| 2.50x (2.00-3.00) | >= 2.5x |" in table and "rle: sar 23,701,148 / mmpose 23,701,148" in table
+    assert "| 2.50x (2.00-3.00) | >= 2.5x |" in table and "| 1.80x (1.50-2.10) | (comparison) |" in table
+    assert "rle: sar 23,701,148 / mmpose 23,701,148" in table
 
 
 def test_peer_section_without_peer_and_bad_input(tmp_path: Path, shared_data: Path) -> None:

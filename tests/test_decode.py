@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from sar.codecs import build_codec
 from sar.data import decode as D
@@ -124,3 +125,84 @@ def test_dataset_crop_with_reduction_matches_full_decode_geometry(shared_data: P
             # (bounded against the ideal crop above)
             assert diff.mean() < 25.0, (i, ratio, float(diff.mean()))
     assert seen_reduced >= len(records) // 2
+
+
+def _variant_jpegs(tmp_path: Path) -> list[Path]:
+    """Sequential JPEGs of every chroma layout, one with restart markers, one progressive, one greyscale."""
+    rng = np.random.default_rng(7)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (203, 157, 3), dtype=np.uint8), (0, 0), 2.0)
+    files = []
+    for name, params in [
+        ("444", [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]),
+        ("422", [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422]),
+        ("420", [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]),
+        ("rst", [cv2.IMWRITE_JPEG_RST_INTERVAL, 3]),
+        ("progressive", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+    ]:
+        files.append(tmp_path / f"{name}.jpg")
+        assert cv2.imwrite(str(files[-1]), base, params)
+    files.append(tmp_path / "gray.jpg")
+    cv2.imwrite(str(files[-1]), base[..., 0])
+    return files
+
+
+def test_jpeg_frame_reads_the_frame_header(tmp_path: Path) -> None:
+    files = {p.stem: np.fromfile(p, np.uint8) for p in _variant_jpegs(tmp_path)}
+    for name, mcu in [("444", 8), ("422", 8), ("420", 16), ("rst", 16), ("gray", 8)]:
+        offset, height, got_mcu = D.jpeg_frame(files[name])
+        assert (height, got_mcu) == (203, mcu), name
+        assert (int(files[name][offset]) << 8) | int(files[name][offset + 1]) == 203
+    assert D.jpeg_frame(files["progressive"]) is None  # every scan covers the whole image
+    assert D.jpeg_frame(np.frombuffer(b"\x89PNG\r\n\x1a\n0000", np.uint8)) is None
+
+
+def test_rows_for_warp_by_hand() -> None:
+    # a 10x shrink-free shift: output row 19 reads image row 119 (+1 bilinear, +1 fixed point) -> 122 rows
+    shift = np.array([[1.0, 0.0, -30.0], [0.0, 1.0, -100.0]])
+    assert D.rows_for_warp(shift, (40, 20)) == 122
+    # the same on the 1/4 decode: full row 119 is reduced row (119 - 1.5) / 4 = 29.375 -> 29 + 3 = 32 reduced rows
+    assert D.rows_for_warp(shift, (40, 20), 4) == 128
+    # a quarter turn: the crop's right column becomes the lowest image row
+    turn = T.get_affine(np.array([50.0, 50.0]), np.array([40.0, 40.0]), 90.0, (40, 40))
+    corners = T.transform_points(np.array([[0.0, 0.0], [39.0, 0.0], [0.0, 39.0], [39.0, 39.0]]), T.invert_affine(turn))
+    assert D.rows_for_warp(turn, (40, 40)) == int(np.floor(corners[:, 1].max())) + 3
+
+
+def test_rows_only_decode_gives_the_same_crops_to_the_bit(shared_data: Path, tmp_path: Path) -> None:
+    """Random crops (scale, rotation, flip, every DCT reduction) of the sample images and of every chroma layout:
+    the rows-only decode is shorter where the crop ends above the image's bottom, and its crop equals the full
+    decode's crop exactly."""
+    rng = np.random.default_rng(11)
+    size = (48, 64)
+    shortened = 0
+    for path in [*_jpegs(shared_data), *_variant_jpegs(tmp_path)]:
+        encoded = D.EncodedImage(str(path))
+        width, height = encoded.size
+        for _ in range(12):
+            r_max = int(rng.choice([1, 2, 4, 8]))
+            box = rng.uniform(0.1, 0.9) * np.array([width, height], float)
+            center = rng.uniform([0.0, 0.0], [width, height * 0.8])
+            matrix = T.get_affine(center, box, float(rng.uniform(-40, 40)), size)
+            if rng.random() < 0.5:
+                matrix = T.compose_affine(matrix, T.flip_matrix(width))
+            ratio = float(box[0]) / size[0]
+            image, r = encoded.decode_for_warp(matrix, size, ratio, r_max)
+            whole, r_whole = encoded.decode_for_warp(matrix, size, ratio, r_max, rows_only=False)
+            assert r == r_whole and image.shape[1] == whole.shape[1]
+            shortened += image.shape[0] < whole.shape[0]
+            to_pixels = matrix if r == 1 else T.compose_affine(matrix, D.reduction_matrix(r))
+            assert np.array_equal(T.warp(image, to_pixels, size), T.warp(whole, to_pixels, size)), (path, r)
+            assert np.array_equal(image[:-1], whole[: image.shape[0] - 1]), path  # the rows kept are exact too
+    assert shortened >= 40
+
+
+def test_dataset_rows_only_decoding_changes_no_sample(shared_data: Path) -> None:
+    spec = load_spec("coco")
+    records = load_coco_instances(shared_data / "coco" / "test_coco.json", shared_data / "coco", spec)
+    codec = build_codec({"_target_": "sar.codecs.heatmap.MSRAHeatmapCodec", "input_size": [48, 64],
+                         "heatmap_size": [12, 16], "sigma": 2.0})
+    fast = TopDownDataset(records, spec, codec, train=True, seed=5)
+    slow = TopDownDataset(records, spec, codec, train=True, seed=5, decode_rows_only=False)
+    for i in range(len(records)):
+        a, b = fast[(i, 2)], slow[(i, 2)]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["meta"]["inv_warp"], b["meta"]["inv_warp"])

@@ -16,6 +16,16 @@ Pixel ``(i, j)`` of a 1/r decode covers full-size pixels ``[r i, r i + r)``, so 
 ``r i + (r - 1) / 2`` in full-size coordinates (:func:`reduction_matrix`); keypoints, boxes and the stored
 inverse warp stay in full-size coordinates.
 
+**Rows-only decoding** (``rows=`` of :meth:`EncodedImage.decode`, :func:`rows_for_warp`). A sequential JPEG is
+coded in rows of MCUs from the top down, so a decoder told that the image is shorter (the frame header's height,
+patched in a copy of the bytes) stops after the rows a crop reads and skips the entropy decoding, IDCT and colour
+conversion of the rest. The decoded rows keep their pixels to the bit, all but the last: fancy 4:2:0 upsampling
+reads the chroma row below, which a shortened image replicates instead, so the new height is one row more than
+the warp reads, rounded up to whole MCU rows; and ``tests/test_decode.py`` checks crops against the full decode's on every sample image and
+on 4:4:4 / 4:2:2 / 4:2:0 / restart-marker files. Progressive and arithmetic-coded JPEGs (all scans are needed),
+non-JPEGs and crops that reach the bottom decode whole. Rows above a crop are still decoded: the entropy-coded data
+has no entry point in the middle.
+
 Errors: a missing file raises ``FileNotFoundError``, an unreadable, truncated or undecodable one
 :class:`~sar.data.image_check.ImageReadError` (an ``OSError``); both name the file and the image id.
 """
@@ -34,11 +44,16 @@ except ImportError:  # a declared dependency; an image without it (an offline GP
 
 from sar.data.image_check import ImageReadError, truncation_problem
 
-__all__ = ["REDUCTIONS", "EncodedImage", "image_size", "read_image", "reduction_for", "reduction_matrix"]
+__all__ = ["REDUCTIONS", "EncodedImage", "image_size", "jpeg_frame", "read_image", "reduction_for",
+           "reduction_matrix", "rows_for_warp"]
 
 #: The DCT reductions used (libjpeg also offers N/8 for other N; powers of two keep the pixel grid aligned).
 REDUCTIONS: tuple[int, ...] = (1, 2, 4, 8)
 _JPEG_SOI = (0xFF, 0xD8)
+#: Frame headers of sequential Huffman-coded JPEGs (baseline, extended): scan data in MCU rows, top to bottom.
+_SEQUENTIAL_SOF = (0xC0, 0xC1)
+#: Every frame header (SOF0..SOF15 less DHT C4, JPG C8 and DAC CC).
+_ANY_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def _read_bytes(path: str, where: str) -> np.ndarray:
@@ -86,11 +101,91 @@ def image_size(data: np.ndarray) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+def jpeg_frame(data: np.ndarray) -> tuple[int, int, int] | None:
+    """For a sequential Huffman-coded JPEG (SOF0 / SOF1): (byte offset of the frame header's height field, the
+    height, the height of an MCU row in pixels); None for any other file (progressive, arithmetic, lossless,
+    not a JPEG, an unparsable header)."""
+    if not _is_jpeg(data):
+        return None
+    b = memoryview(np.ascontiguousarray(data)).cast("B")  # ints on indexing, no numpy scalars
+    i, n = 2, len(b)
+    while i + 4 <= n:
+        if b[i] != 0xFF:
+            return None
+        code = b[i + 1]
+        if code == 0xFF:  # fill byte
+            i += 1
+            continue
+        if code == 0x01 or 0xD0 <= code <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if code in (0xD9, 0xDA):  # end of image / start of scan before a frame header
+            return None
+        if code in _ANY_SOF:
+            if code not in _SEQUENTIAL_SOF or i + 10 > n:
+                return None
+            height, components = (b[i + 5] << 8) | b[i + 6], b[i + 9]
+            if height == 0 or components == 0 or i + 10 + 3 * components > n:
+                return None
+            v_max = max(b[i + 11 + 3 * c] & 0x0F for c in range(components))
+            return i + 5, height, 8 * max(1, v_max)
+        i += 2 + ((b[i + 2] << 8) | b[i + 3])
+    return None
+
+
+def rows_for_warp(matrix: np.ndarray, output_size: tuple[int, int] | list[int], reduction: int = 1) -> int:
+    """How many full-size image rows from the top a bilinear ``cv2.warpAffine`` by ``matrix`` (full-size image
+    coordinates -> output pixels, ``output_size = (w, h)``) reads, when it runs on the 1/``reduction`` decode
+    (through :func:`reduction_matrix`): the lowest source row its corners sample, + 1 for the bilinear neighbour,
+    + 1 for OpenCV's fixed-point coordinates, in whole reduced rows; at least one row."""
+    a = np.asarray(matrix, dtype=np.float64)
+    inverse = np.linalg.inv(np.vstack([a, [0.0, 0.0, 1.0]]))[:2]
+    w, h = int(output_size[0]), int(output_size[1])
+    corners = np.array([[0.0, 0.0, 1.0], [w - 1.0, 0.0, 1.0], [0.0, h - 1.0, 1.0], [w - 1.0, h - 1.0, 1.0]])
+    y_max = float((corners @ inverse[1]).max())
+    r = int(reduction)
+    reduced = (y_max - (r - 1) / 2.0) / r
+    return max(1, (math.floor(reduced) + 3) * r)
+
+
+def _shortened(data: np.ndarray, rows: int | None) -> tuple[np.ndarray, int | None]:
+    """``data`` with its frame height cut to the whole MCU rows that hold ``rows + 1`` full-size rows (module
+    docstring), and the new height; ``data`` itself and None when that saves no MCU row or is not possible."""
+    if rows is None:
+        return data, None
+    frame = jpeg_frame(data)
+    if frame is None:
+        return data, None
+    offset, height, mcu = frame
+    new_height = -(-(int(rows) + 1) // mcu) * mcu  # one spare row at least: the last row may change
+    if new_height >= height:
+        return data, None
+    out = data.copy()
+    out[offset] = new_height >> 8
+    out[offset + 1] = new_height & 0xFF
+    return out, new_height
+
+
 def _decode(data: np.ndarray, where: str, reduction: int = 1,
-            size: tuple[int, int] | None = None) -> tuple[np.ndarray, int]:
+            size: tuple[int, int] | None = None, rows: int | None = None) -> tuple[np.ndarray, int]:
     """Decode ``data`` (reduced by ``reduction`` when it is a JPEG of full ``size`` (width, height), read from its
-    header by the caller); returns the pixels and the reduction used."""
+    header by the caller; only its top ``rows`` full-size rows, and as many more as a whole MCU row needs, when
+    ``rows`` is given and the file allows it); returns the pixels and the reduction used."""
     if _is_jpeg(data):
+        short, new_height = _shortened(data, rows)
+        if new_height is not None:
+            try:
+                if reduction > 1 and size is not None:
+                    want = (math.ceil(new_height / reduction), math.ceil(size[0] / reduction))
+                    image = simplejpeg.decode_jpeg(short, colorspace="BGR", strict=False, min_height=want[0],
+                                                   min_width=want[1])
+                    if image.shape[:2] == want:
+                        return image, reduction
+                image = simplejpeg.decode_jpeg(short, colorspace="BGR", strict=False)
+                if image.shape[0] == new_height:
+                    return image, 1
+            except ValueError:
+                pass  # libjpeg-turbo refuses it: decode the file as it is
         try:
             if reduction > 1 and size is not None:
                 width, height = size
@@ -131,14 +226,24 @@ class EncodedImage:
             self._size = (self._full.shape[1], self._full.shape[0])
         return self._size
 
-    def decode(self, pixels_per_output: float = 1.0, max_factor: int = 8) -> tuple[np.ndarray, int]:
+    def decode(self, pixels_per_output: float = 1.0, max_factor: int = 8,
+               rows: int | None = None) -> tuple[np.ndarray, int]:
         """The pixels (BGR uint8 HxWx3) and the reduction r used (1: full size); map a warp of full-size
-        coordinates through :func:`reduction_matrix` ``(r)`` to apply it to these pixels."""
+        coordinates through :func:`reduction_matrix` ``(r)`` to apply it to these pixels. ``rows``: only the
+        top ``rows`` full-size rows are needed (:func:`rows_for_warp`); the image may then come back shorter
+        than the file's (module docstring, rows-only decoding), with those rows unchanged."""
         r = reduction_for(pixels_per_output, max_factor)
         size = self.size if r > 1 else None  # the header, read once (a non-JPEG is decoded by `size`)
         if self._full is not None:
             return self._full, 1
-        return _decode(self.data, self.where, r, size)
+        return _decode(self.data, self.where, r, size, rows)
+
+    def decode_for_warp(self, matrix: np.ndarray, output_size: tuple[int, int], pixels_per_output: float = 1.0,
+                        max_factor: int = 8, rows_only: bool = True) -> tuple[np.ndarray, int]:
+        """:meth:`decode` for a warp by ``matrix`` to ``output_size`` (w, h): reduced by the largest r the crop
+        allows, and only the rows the warp reads when ``rows_only``."""
+        r = reduction_for(pixels_per_output, max_factor)
+        return self.decode(pixels_per_output, max_factor, rows_for_warp(matrix, output_size, r) if rows_only else None)
 
 
 def read_image(path: str, image_id: int | None = None) -> np.ndarray:
