@@ -206,3 +206,41 @@ def test_dataset_rows_only_decoding_changes_no_sample(shared_data: Path) -> None
     for i in range(len(records)):
         a, b = fast[(i, 2)], slow[(i, 2)]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["meta"]["inv_warp"], b["meta"]["inv_warp"])
+
+
+class _NoTargets:
+    """A multi-person codec stand-in (the samples' pixels are what is compared)."""
+
+    input_size = (128, 128)
+    heatmap_size = (32, 32)
+
+    def encode(self, keypoints, visible, areas, mask):
+        return {"mask": mask}
+
+
+def test_bottomup_and_pose3d_samples_are_unchanged_by_rows_only_decoding(shared_data: Path) -> None:
+    """The whole-image (bottom-up) and the Human3.6M loaders decode only the rows their warp reads: augmented and
+    plain samples are the same to the bit as with every row decoded."""
+    from sar.codecs.pose3d import Regression3DCodec
+    from sar.data.bottomup import BottomUpDataset
+    from sar.data.formats.coco import load_coco_people
+    from sar.data.formats.h36m import load_h36m
+    from sar.data.pose3d import Pose3DDataset
+
+    coco = load_coco_people(shared_data / "coco" / "test_coco.json", shared_data / "coco", load_spec("coco"))
+    aug = {"scale_range": [1.2, 1.5], "rotation": 30.0, "translation": 0.2}  # zoomed in: rows below are skipped
+    h36m_dir = shared_data / "h36m"
+    h36m = load_h36m(h36m_dir / "test_h36m_body3d.npz", h36m_dir, h36m_dir / "cameras.pkl")
+    codec3d = Regression3DCodec(input_size=(256, 256), heatmap_size=(64, 64))
+    for train in (False, True):
+        pairs = [
+            (BottomUpDataset(coco, load_spec("coco"), _NoTargets(), train=train, aug=aug, seed=1),
+             BottomUpDataset(coco, load_spec("coco"), _NoTargets(), train=train, aug=aug, seed=1,
+                             decode_rows_only=False)),
+            (Pose3DDataset(h36m, load_spec("h36m"), codec3d, train=train, seed=1),
+             Pose3DDataset(h36m, load_spec("h36m"), codec3d, train=train, seed=1, decode_rows_only=False)),
+        ]
+        for fast, slow in pairs:
+            for i in range(len(fast)):
+                key = (i, 3) if train else i
+                assert torch.equal(fast[key]["image"], slow[key]["image"]), (type(fast).__name__, i, train)

@@ -27,9 +27,10 @@ import torch
 
 from sar.data import transforms as T
 from sar.data.datamodule import TopDownDataModule, resolve_dataset_root
+from sar.data.decode import EncodedImage
 from sar.data.formats.coco import load_coco_people
 from sar.data.image_check import check_record_images
-from sar.data.topdown import AugConfig, SeededDataset, _to_tensor, read_image
+from sar.data.topdown import AugConfig, SeededDataset, _to_tensor
 from sar.utils.config_keys import require
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,9 @@ class BottomUpDataset(SeededDataset):
 
     def __init__(self, records: Sequence[Mapping[str, Any]], spec: Any, codec: Any, train: bool,
                  aug: Mapping[str, Any] | BottomUpAug | None = None, seed: int = 0,
-                 render_scale: float = 1.0) -> None:
+                 render_scale: float = 1.0, decode_rows_only: bool = True) -> None:
         self.records = list(records)
+        self.decode_rows_only = bool(decode_rows_only)  # JPEG rows below the input skipped (sar.data.decode): exact
         self.spec = spec
         self.codec = codec
         self.train = bool(train)
@@ -176,8 +178,8 @@ class BottomUpDataset(SeededDataset):
     def get_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
         record = self.records[int(index)]
         image_id = int(record["image_id"])
-        image = read_image(str(record["image_path"]), image_id)
-        height, width = image.shape[:2]
+        encoded = EncodedImage(str(record["image_path"]), image_id)
+        width, height = encoded.size
         if (int(record["width"]), int(record["height"])) != (width, height):  # the json's size may be absent
             record = {**record, "width": width, "height": height}
         matrix, flipped = self.warp_for(record, rng)
@@ -185,7 +187,9 @@ class BottomUpDataset(SeededDataset):
         if self.render_size != self.size:
             f = self.render_size / self.size
             render = T.compose_affine(T.resize_matrix(f, f), matrix)
-        crop = T.warp(image, render, (self.render_size, self.render_size))
+        out = (self.render_size, self.render_size)
+        image, _ = encoded.decode_for_warp(render, out, max_factor=1, rows_only=self.decode_rows_only)
+        crop = T.warp(image, render, out)
         keypoints = np.asarray(record["keypoints"], dtype=np.float32)
         visible = np.asarray(record["visible"], dtype=np.float32).copy()
         if flipped and len(keypoints):

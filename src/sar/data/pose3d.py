@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from sar.data import transforms as T
 from sar.data.datamodule import pin_memory, resumable_train_loader
+from sar.data.decode import EncodedImage
 from sar.data.formats.h36m import H36MProtocol, load_h36m
 from sar.data.image_check import check_record_images
-from sar.data.topdown import SeededDataset, _to_tensor, read_image
+from sar.data.topdown import SeededDataset, _to_tensor
 from sar.utils.config_keys import require
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,10 @@ class Pose3DDataset(SeededDataset):
 
     def __init__(self, records: Sequence[Mapping[str, Any]], spec: Any, codec: Any, train: bool,
                  aug: Pose3DAug | Mapping[str, Any] | None = None, padding: float = 1.0, seed: int = 0,
-                 root_joint: int = 0) -> None:
+                 root_joint: int = 0, decode_rows_only: bool = True) -> None:
         self.records = list(records)
         self.spec, self.codec, self.train = spec, codec, bool(train)
+        self.decode_rows_only = bool(decode_rows_only)  # JPEG rows below the crop skipped (sar.data.decode): exact
         self.aug = aug if isinstance(aug, Pose3DAug) else Pose3DAug.from_mapping(aug)
         self.padding, self.seed, self.root = float(padding), int(seed), int(root_joint)
         self.input_size = tuple(int(v) for v in codec.input_size)
@@ -91,7 +93,7 @@ class Pose3DDataset(SeededDataset):
 
     def get_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
         r = self.records[int(index)]
-        image = read_image(str(r["image_path"]), int(r.get("index", index)))
+        encoded = EncodedImage(str(r["image_path"]), int(r.get("index", index)))
         keypoints = np.asarray(r["keypoints"], dtype=np.float64).copy()
         visible = np.asarray(r["visible"], dtype=np.float32).copy()
         joints = None if r.get("joints_cam") is None else np.asarray(r["joints_cam"], dtype=np.float64).copy()
@@ -101,7 +103,7 @@ class Pose3DDataset(SeededDataset):
         if rng is not None:
             a = self.aug
             if rng.random() < a.flip_prob:
-                width = image.shape[1]
+                width = encoded.size[0]
                 keypoints, visible, center = T.flip_instance(width, keypoints, visible, center, self.flip_indices)
                 joints = None if joints is None else joints[self.flip_indices]
                 pre = T.flip_matrix(width)
@@ -111,6 +113,7 @@ class Pose3DDataset(SeededDataset):
                 rotation = float(np.clip(rng.normal() * a.rotation, -2 * a.rotation, 2 * a.rotation))
         crop_affine = T.get_affine(center, scale, rotation, self.input_size)
         matrix = crop_affine if pre is None else T.compose_affine(crop_affine, pre)
+        image, _ = encoded.decode_for_warp(matrix, self.input_size, max_factor=1, rows_only=self.decode_rows_only)
         crop = T.warp(image, matrix, self.input_size)
         if rng is not None and self.aug.color_factor > 0:
             c = self.aug.color_factor
