@@ -21,10 +21,10 @@ coded in rows of MCUs from the top down, so a decoder told that the image is sho
 patched in a copy of the bytes) stops after the rows a crop reads and skips the entropy decoding, IDCT and colour
 conversion of the rest. The decoded rows keep their pixels to the bit, all but the last: fancy 4:2:0 upsampling
 reads the chroma row below, which a shortened image replicates instead, so the new height is one row more than
-the warp reads, rounded up to whole MCU rows; and ``tests/test_decode.py`` checks crops against the full decode's on every sample image and
-on 4:4:4 / 4:2:2 / 4:2:0 / restart-marker files. Progressive and arithmetic-coded JPEGs (all scans are needed),
-non-JPEGs and crops that reach the bottom decode whole. Rows above a crop are still decoded: the entropy-coded data
-has no entry point in the middle.
+the warp reads, rounded up to whole MCU rows. ``tests/test_decode.py`` checks crops against the full decode's on
+every sample image and on 4:4:4 / 4:2:2 / 4:2:0 / restart-marker files. Progressive and arithmetic-coded JPEGs
+(all scans are needed), non-JPEGs and crops that reach the bottom decode whole. Rows above a crop are still
+decoded: the entropy-coded data has no entry point in the middle.
 
 Errors: a missing file raises ``FileNotFoundError``, an unreadable, truncated or undecodable one
 :class:`~sar.data.image_check.ImageReadError` (an ``OSError``); both name the file and the image id.
