@@ -183,6 +183,29 @@ def test_refine_to_peaks_best_rule_breaks_ties_towards_the_nearer_peak() -> None
         np.testing.assert_allclose(out[0, 0].numpy(), [want, 10.0])
 
 
+def test_refine_reach_per_keypoint_grows_with_the_distance_from_the_centre() -> None:
+    """``refine_to_peaks`` takes a reach per keypoint; ``refine_far`` widens a keypoint's reach to that multiple
+    of its distance from its pose's centre cell, and leaves keypoints near the centre on the pose-size reach."""
+    maps = torch.zeros(2, 40, 40)
+    maps[0, 20, 24] = 0.9  # keypoint 0 regressed at (20, 20): its peak 4 cells right
+    maps[1, 30, 34] = 0.9  # keypoint 1 regressed at (30, 30): its peak 4 cells right
+    cells = torch.tensor([[[20.0, 20.0], [30.0, 30.0]]])
+    out, moved = refine_to_peaks(cells, maps, torch.tensor([[2.0, 5.0]]), thr=0.1, rule="gauss")
+    assert moved.tolist() == [[False, True]] and out[0, 1, 0].item() == pytest.approx(34.0)
+    # through the codec: pose size sqrt(10 x 10) = 10 cells, refine_radius 0.25 -> a 2.5-cell reach for both;
+    # the centre cell (19, 19): keypoint 0 lies 1.4 cells off it, keypoint 1 15.6 cells -> 0.5 x 15.6 = 7.8 cells
+    codec, _ = make_codec("sar_center", (160, 160), refine="heatmap", refine_rule="gauss", refine_radius=0.25,
+                          refine_thr=0.1, refine_far=0.5)
+    stride = codec.stride[0]
+    centres = torch.tensor([[19.0, 19.0]])
+    out = codec._refined(cells * stride, maps, centres) / stride
+    assert out[0, 0].tolist() == [20.0, 20.0] and out[0, 1, 0].item() == pytest.approx(34.0)
+    codec.refine_far = 0.0
+    assert torch.equal(codec._refined(cells * stride, maps, centres), cells * stride)
+    with pytest.raises(ValueError, match="refine_far"):
+        make_codec("sar_center", (160, 160), refine_far=-1.0)
+
+
 @pytest.mark.parametrize("aux_loss", ["focal", "mse"])
 def test_refine_keep_leaves_near_keypoints_on_their_regressed_positions(aux_loss: str) -> None:
     """``refine: heatmap`` with ``refine_keep: 1``: the oracle's regressed keypoints (each within half a cell of its

@@ -62,7 +62,7 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     among the cells above ``thr``, the highest map value times ``exp(-d^2 / (2 sigma^2))`` with ``sigma = radius /
     2`` (a soft reach: a strong peak far off loses to a fair one near the regressed point). A moved keypoint is refined
     by a quarter cell towards the higher neighbour in x and in y (HigherHRNet / MSRA rule); else it stays.
-    ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,). Returns the points (M,K,2) and a (M,K) bool
+    ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,) per pose or (M,K) per keypoint. Returns the points (M,K,2) and a (M,K) bool
     of the moved ones."""
     k, h, w = maps.shape
     m = points.shape[0]
@@ -73,7 +73,8 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     dx2 = (xs[None, None, :] - points[..., 0:1]) ** 2  # (M,K,W)
     dy2 = (ys[None, None, :] - points[..., 1:2]) ** 2  # (M,K,H)
     d2 = dy2[..., :, None] + dx2[..., None, :]  # (M,K,H,W)
-    inside = d2 <= (radius[:, None, None, None] ** 2)
+    radius = radius if radius.dim() == 2 else radius[:, None].expand(m, k)
+    inside = d2 <= (radius[..., None, None] ** 2)
     if rule == "nearest":
         peaks = (maps == F.max_pool2d(maps[None], 3, stride=1, padding=1)[0]) & (maps > thr)  # (K,H,W)
         d2 = torch.where(inside & peaks[None], d2, torch.full_like(d2, float("inf")))
@@ -87,7 +88,7 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     elif rule == "gauss":
         # among the cells in reach above thr, the highest map value times a Gaussian of the distance
         # (sigma = radius / 2, at least half a cell)
-        sigma2 = (radius[:, None, None, None] / 2).clamp_min(0.5) ** 2
+        sigma2 = (radius[..., None, None] / 2).clamp_min(0.5) ** 2
         weighted = maps[None].to(points.dtype) * torch.exp(-0.5 * d2 / sigma2)
         vals = torch.where(inside & (maps > thr)[None], weighted, torch.full_like(d2, -1.0))
         best, idx = vals.flatten(2).max(-1)  # (M,K)
@@ -135,7 +136,7 @@ class _CentreCodec(BottomUpCodec):
                  score_thr: float, sigmas: Sequence[float] | None, refine: str = "none",
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
                  pose_window: int = 1, pose_window_gate: float = 0.1, local_radius: float = 0.0,
-                 local_steps: int = 2, refine_keep: float = 0.0) -> None:
+                 local_steps: int = 2, refine_keep: float = 0.0, refine_far: float = 0.0) -> None:
         super().__init__(input_size, heatmap_size, sigma, nms_kernel, nms_thr, max_people, max_proposals,
                          score_thr, sigmas)
         if center_sigma <= 0:
@@ -151,8 +152,9 @@ class _CentreCodec(BottomUpCodec):
         check_odd("pose_window", pose_window)
         if pose_window_gate <= 0:
             raise ValueError(f"pose_window_gate must be positive, got {pose_window_gate}")
-        if refine_radius < 0 or refine_keep < 0:
-            raise ValueError(f"refine_radius and refine_keep must be >= 0, got {refine_radius}, {refine_keep}")
+        if refine_radius < 0 or refine_keep < 0 or refine_far < 0:
+            raise ValueError(f"refine_radius, refine_keep and refine_far must be >= 0, got {refine_radius}, "
+                             f"{refine_keep}, {refine_far}")
         check_odd("smooth_kernel", smooth_kernel)
         self.center_sigma = float(center_sigma)
         self.smooth_kernel = int(smooth_kernel)
@@ -161,6 +163,7 @@ class _CentreCodec(BottomUpCodec):
         self.refine_thr = float(refine_thr)
         self.refine_rule = refine_rule
         self.refine_keep = float(refine_keep)
+        self.refine_far = float(refine_far)
         self.pose_window = int(pose_window)
         self.pose_window_gate = float(pose_window_gate)
         self.local_radius = float(local_radius)
@@ -309,7 +312,9 @@ class _CentreCodec(BottomUpCodec):
             if self.pose_window > 1:
                 points = self._window_points(conf[b], offsets[b], idx, points)
             if rmaps is not None:
-                points = self._refined(points, rmaps[b])
+                w_map = conf.shape[-1]
+                centres = torch.stack([idx % w_map, idx // w_map], -1).to(points.dtype)
+                points = self._refined(points, rmaps[b], centres)
             if field is not None:
                 stride = points.new_tensor(self.stride)
                 points = stride * refine_local(points / stride, field[b], self.local_radius, self.local_steps,
@@ -338,12 +343,17 @@ class _CentreCodec(BottomUpCodec):
             return field, None
         return field, flip_back_offsets(flipped["local_offsets"].float(), flip_indices, 0.0)
 
-    def _refined(self, points: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    def _refined(self, points: torch.Tensor, maps: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """``refine: heatmap``: :func:`refine_to_peaks` with a search radius of ``refine_radius`` times the
-        size ``sqrt(w * h)`` of each regressed pose's keypoint box (at least 1 cell)."""
+        size ``sqrt(w * h)`` of each regressed pose's keypoint box (at least 1 cell), widened per keypoint to
+        ``refine_far`` times its distance from the pose's centre cell (``centres`` (M,2), map cells) where that
+        is larger: a keypoint regressed further from its centre is regressed less exactly (docs/bottomup.md)."""
         stride = points.new_tensor(self.stride)
         cells = points / stride
         radius = (self.refine_radius * pose_size(cells)).clamp_min(1.0)  # size in cells
+        if self.refine_far > 0:
+            dist = (cells - centres[:, None, :]).norm(dim=-1)  # (M,K)
+            radius = torch.maximum(radius[:, None], self.refine_far * dist)
         snapped, _ = refine_to_peaks(cells, maps, radius, self.refine_thr, self.refine_rule)
         # a keypoint whose peak lies within refine_keep cells (per axis) keeps its regressed sub-cell position
         keep = (snapped - cells).abs().amax(-1, keepdim=True) <= self.refine_keep
@@ -399,10 +409,11 @@ class SARCenterCodec(_CentreCodec):
                  refine_radius: float = 0.25, refine_thr: float = 0.1, refine_rule: str = "best",
                  pose_window: int = 1, pose_window_gate: float = 0.1, local_radius: float = 0.0,
                  local_steps: int = 2, refine_keep: float = 0.0, aux_loss: str = "focal",
-                 keypoint_score: str = "confidence") -> None:
+                 keypoint_score: str = "confidence", refine_far: float = 0.0) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps, refine_keep)
+                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps, refine_keep,
+                         refine_far)
         if score not in ("selector", "heatmap"):
             raise ValueError(f"score must be 'selector' or 'heatmap', got {score!r}")
         if aux_loss not in ("focal", "mse"):
@@ -489,10 +500,11 @@ class DEKRCodec(_CentreCodec):
                  refine: str = "none", refine_radius: float = 0.25, refine_thr: float = 0.1,
                  refine_rule: str = "best", pose_window: int = 1,
                  pose_window_gate: float = 0.1, local_radius: float = 0.0, local_steps: int = 2,
-                 refine_keep: float = 0.0) -> None:
+                 refine_keep: float = 0.0, refine_far: float = 0.0) -> None:
         super().__init__(input_size, heatmap_size, sigma, center_sigma, nms_kernel, smooth_kernel, nms_thr,
                          max_people, max_proposals, score_thr, sigmas, refine, refine_radius, refine_thr,
-                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps, refine_keep)
+                         refine_rule, pose_window, pose_window_gate, local_radius, local_steps, refine_keep,
+                         refine_far)
         if offset_radius < 0 or not 0 <= bg_weight <= 1:
             raise ValueError(f"offset_radius must be >= 0 and bg_weight in [0, 1], got {offset_radius}, {bg_weight}")
         self.offset_radius = float(offset_radius)
