@@ -197,11 +197,11 @@ def test_refine_reach_per_keypoint_grows_with_the_distance_from_the_centre() -> 
     codec, _ = make_codec("sar_center", (160, 160), refine="heatmap", refine_rule="gauss", refine_radius=0.25,
                           refine_thr=0.1, refine_far=0.5)
     stride = codec.stride[0]
-    centres = torch.tensor([[19.0, 19.0]])
-    out = codec._refined(cells * stride, maps, centres) / stride
+    centre = torch.tensor([19 * 40 + 19])  # flat cell (19, 19) of the 40-wide maps
+    out = codec._refined(cells * stride, maps, centre) / stride
     assert out[0, 0].tolist() == [20.0, 20.0] and out[0, 1, 0].item() == pytest.approx(34.0)
     codec.refine_far = 0.0
-    assert torch.equal(codec._refined(cells * stride, maps, centres), cells * stride)
+    assert torch.equal(codec._refined(cells * stride, maps, centre), cells * stride)
     with pytest.raises(ValueError, match="refine_far"):
         make_codec("sar_center", (160, 160), refine_far=-1.0)
 

@@ -159,13 +159,13 @@ def test_jpeg_frame_reads_the_frame_header(tmp_path: Path) -> None:
 def test_rows_for_warp_by_hand() -> None:
     # a 10x shrink-free shift: output row 19 reads image row 119 (+1 bilinear, +1 fixed point) -> 122 rows
     shift = np.array([[1.0, 0.0, -30.0], [0.0, 1.0, -100.0]])
-    assert D.rows_for_warp(shift, (40, 20)) == 122
+    assert D.rows_for_warp(T.invert_affine(shift), (40, 20)) == 122
     # the same on the 1/4 decode: full row 119 is reduced row (119 - 1.5) / 4 = 29.375 -> 29 + 3 = 32 reduced rows
-    assert D.rows_for_warp(shift, (40, 20), 4) == 128
+    assert D.rows_for_warp(T.invert_affine(shift), (40, 20), 4) == 128
     # a quarter turn: the crop's right column becomes the lowest image row
     turn = T.get_affine(np.array([50.0, 50.0]), np.array([40.0, 40.0]), 90.0, (40, 40))
     corners = T.transform_points(np.array([[0.0, 0.0], [39.0, 0.0], [0.0, 39.0], [39.0, 39.0]]), T.invert_affine(turn))
-    assert D.rows_for_warp(turn, (40, 40)) == int(np.floor(corners[:, 1].max())) + 3
+    assert D.rows_for_warp(T.invert_affine(turn), (40, 40)) == int(np.floor(corners[:, 1].max())) + 3
 
 
 def test_rows_only_decode_gives_the_same_crops_to_the_bit(shared_data: Path, tmp_path: Path) -> None:
@@ -186,8 +186,9 @@ def test_rows_only_decode_gives_the_same_crops_to_the_bit(shared_data: Path, tmp
             if rng.random() < 0.5:
                 matrix = T.compose_affine(matrix, T.flip_matrix(width))
             ratio = float(box[0]) / size[0]
-            image, r = encoded.decode_for_warp(matrix, size, ratio, r_max)
-            whole, r_whole = encoded.decode_for_warp(matrix, size, ratio, r_max, rows_only=False)
+            inverse = T.invert_affine(matrix)
+            image, r = encoded.decode_for_warp(inverse, size, ratio, r_max)
+            whole, r_whole = encoded.decode_for_warp(inverse, size, ratio, r_max, rows_only=False)
             assert r == r_whole and image.shape[1] == whole.shape[1]
             shortened += image.shape[0] < whole.shape[0]
             to_pixels = matrix if r == 1 else T.compose_affine(matrix, D.reduction_matrix(r))

@@ -197,7 +197,8 @@ def bench_peer(peer_python: str | None, peer_dir: Path, coco_dir: Path, rounds: 
     return result
 
 
-TARGETS = {"pipeline": ">= 2.5x", "pipeline_all_rows": "(comparison)", "step_heatmap": ">= 1.3x", "step_rle": ">= 1.3x"}
+TARGETS = {"pipeline": ">= 2.5x", "pipeline_all_rows": "(comparison)", "step_heatmap": ">= 1.3x",
+           "step_rle": ">= 1.3x"}
 LABELS = {"pipeline": "pipeline, samples/s (one process, COCO sample)",
           "pipeline_all_rows": "pipeline, sar decoding every JPEG row (as mmpose)",
           "step_heatmap": "R50 256x192 batch-8 train step, heatmap, img/s",

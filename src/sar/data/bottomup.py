@@ -188,7 +188,8 @@ class BottomUpDataset(SeededDataset):
             f = self.render_size / self.size
             render = T.compose_affine(T.resize_matrix(f, f), matrix)
         out = (self.render_size, self.render_size)
-        image, _ = encoded.decode_for_warp(render, out, max_factor=1, rows_only=self.decode_rows_only)
+        inverse = T.invert_affine(render)
+        image, _ = encoded.decode_for_warp(inverse, out, max_factor=1, rows_only=self.decode_rows_only)
         crop = T.warp(image, render, out)
         keypoints = np.asarray(record["keypoints"], dtype=np.float32)
         visible = np.asarray(record["visible"], dtype=np.float32).copy()
@@ -214,7 +215,7 @@ class BottomUpDataset(SeededDataset):
         targets = self.codec.encode(points, visible, areas, mask)
         meta = {
             "index": int(index), "image_id": image_id, "num_people": len(areas),
-            "inv_warp": torch.from_numpy(T.invert_affine(render).astype(np.float32)),
+            "inv_warp": torch.from_numpy(inverse.astype(np.float32)),
         }
         return {"image": T.image_to_tensor(crop, bgr=True), "targets": {k: _to_tensor(v) for k, v in targets.items()},
                 "meta": meta}

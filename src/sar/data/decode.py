@@ -32,6 +32,7 @@ Errors: a missing file raises ``FileNotFoundError``, an unreadable, truncated or
 
 from __future__ import annotations
 
+import io
 import math
 
 import cv2
@@ -42,7 +43,8 @@ try:
 except ImportError:  # a declared dependency; an image without it (an offline GPU box) decodes with OpenCV: same pixels
     simplejpeg = None
 
-from sar.data.image_check import ImageReadError, truncation_problem
+from sar.data import transforms as T
+from sar.data.image_check import ImageReadError, jpeg_frame_header, truncation_problem
 
 __all__ = ["REDUCTIONS", "EncodedImage", "image_size", "jpeg_frame", "read_image", "reduction_for",
            "reduction_matrix", "rows_for_warp"]
@@ -52,8 +54,6 @@ REDUCTIONS: tuple[int, ...] = (1, 2, 4, 8)
 _JPEG_SOI = (0xFF, 0xD8)
 #: Frame headers of sequential Huffman-coded JPEGs (baseline, extended): scan data in MCU rows, top to bottom.
 _SEQUENTIAL_SOF = (0xC0, 0xC1)
-#: Every frame header (SOF0..SOF15 less DHT C4, JPG C8 and DAC CC).
-_ANY_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def _read_bytes(path: str, where: str) -> np.ndarray:
@@ -107,42 +107,29 @@ def jpeg_frame(data: np.ndarray) -> tuple[int, int, int] | None:
     not a JPEG, an unparsable header)."""
     if not _is_jpeg(data):
         return None
-    b = memoryview(np.ascontiguousarray(data)).cast("B")  # ints on indexing, no numpy scalars
-    i, n = 2, len(b)
-    while i + 4 <= n:
-        if b[i] != 0xFF:
-            return None
-        code = b[i + 1]
-        if code == 0xFF:  # fill byte
-            i += 1
-            continue
-        if code == 0x01 or 0xD0 <= code <= 0xD7:  # markers without a length
-            i += 2
-            continue
-        if code in (0xD9, 0xDA):  # end of image / start of scan before a frame header
-            return None
-        if code in _ANY_SOF:
-            if code not in _SEQUENTIAL_SOF or i + 10 > n:
-                return None
-            height, components = (b[i + 5] << 8) | b[i + 6], b[i + 9]
-            if height == 0 or components == 0 or i + 10 + 3 * components > n:
-                return None
-            v_max = max(b[i + 11 + 3 * c] & 0x0F for c in range(components))
-            return i + 5, height, 8 * max(1, v_max)
-        i += 2 + ((b[i + 2] << 8) | b[i + 3])
-    return None
+    found = jpeg_frame_header(io.BytesIO(data.tobytes()))
+    if isinstance(found, str):
+        return None
+    code, start, length = found
+    if code not in _SEQUENTIAL_SOF or length < 6 or start + length > data.size:
+        return None
+    frame = data[start:start + length].tobytes()  # precision, height, width, components, 3 bytes per component
+    height, components = (frame[1] << 8) | frame[2], frame[5]
+    if height == 0 or components == 0 or length < 6 + 3 * components:
+        return None
+    v_max = max(frame[7 + 3 * c] & 0x0F for c in range(components))
+    return start + 1, height, 8 * max(1, v_max)
 
 
-def rows_for_warp(matrix: np.ndarray, output_size: tuple[int, int] | list[int], reduction: int = 1) -> int:
-    """How many full-size image rows from the top a bilinear ``cv2.warpAffine`` by ``matrix`` (full-size image
-    coordinates -> output pixels, ``output_size = (w, h)``) reads, when it runs on the 1/``reduction`` decode
-    (through :func:`reduction_matrix`): the lowest source row its corners sample, + 1 for the bilinear neighbour,
-    + 1 for OpenCV's fixed-point coordinates, in whole reduced rows; at least one row."""
-    a = np.asarray(matrix, dtype=np.float64)
-    inverse = np.linalg.inv(np.vstack([a, [0.0, 0.0, 1.0]]))[:2]
+def rows_for_warp(inverse: np.ndarray, output_size: tuple[int, int] | list[int], reduction: int = 1) -> int:
+    """How many full-size image rows from the top a bilinear ``cv2.warpAffine`` to ``output_size = (w, h)``
+    reads, when it runs on the 1/``reduction`` decode (through :func:`reduction_matrix`); ``inverse``: the warp's
+    inverse, output pixels -> full-size image pixels (the ``inv_warp`` every loader stores). The lowest source row
+    its corners sample, + 1 for the bilinear neighbour, + 1 for OpenCV's fixed-point coordinates, in whole reduced
+    rows; at least one row."""
     w, h = int(output_size[0]), int(output_size[1])
-    corners = np.array([[0.0, 0.0, 1.0], [w - 1.0, 0.0, 1.0], [0.0, h - 1.0, 1.0], [w - 1.0, h - 1.0, 1.0]])
-    y_max = float((corners @ inverse[1]).max())
+    corners = np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]])
+    y_max = float(T.transform_points(corners, inverse)[:, 1].max())
     r = int(reduction)
     reduced = (y_max - (r - 1) / 2.0) / r
     return max(1, (math.floor(reduced) + 3) * r)
@@ -238,12 +225,13 @@ class EncodedImage:
             return self._full, 1
         return _decode(self.data, self.where, r, size, rows)
 
-    def decode_for_warp(self, matrix: np.ndarray, output_size: tuple[int, int], pixels_per_output: float = 1.0,
+    def decode_for_warp(self, inverse: np.ndarray, output_size: tuple[int, int], pixels_per_output: float = 1.0,
                         max_factor: int = 8, rows_only: bool = True) -> tuple[np.ndarray, int]:
-        """:meth:`decode` for a warp by ``matrix`` to ``output_size`` (w, h): reduced by the largest r the crop
-        allows, and only the rows the warp reads when ``rows_only``."""
+        """:meth:`decode` for a warp to ``output_size`` (w, h) whose inverse (output -> full-size image pixels) is
+        ``inverse``: reduced by the largest r the crop allows, and only the rows the warp reads when
+        ``rows_only``."""
         r = reduction_for(pixels_per_output, max_factor)
-        return self.decode(pixels_per_output, max_factor, rows_for_warp(matrix, output_size, r) if rows_only else None)
+        return self.decode(pixels_per_output, max_factor, rows_for_warp(inverse, output_size, r) if rows_only else None)
 
 
 def read_image(path: str, image_id: int | None = None) -> np.ndarray:

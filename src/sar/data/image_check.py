@@ -40,6 +40,7 @@ __all__ = [
     "check_image",
     "check_record_images",
     "find_bad_images",
+    "jpeg_frame_header",
     "truncation_problem",
 ]
 
@@ -54,7 +55,7 @@ _PADDING = b"\x00 \t\r\n"
 _TAIL = 4096  # bytes read from the end of a file per step
 _HEADER = 64
 #: JPEG frame headers (SOF0..SOF15 less DHT C4, JPG C8 and DAC CC): they carry the image size.
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 #: How many bad files an error lists by name.
 MAX_LISTED = 5
 
@@ -111,8 +112,10 @@ def _read_tail(handle: Any, size: int) -> bytes:
     return b""
 
 
-def _jpeg_header_problem(handle: Any) -> str | None:
-    """Walk the JPEG markers from SOI to the frame header; the problem, or None for a non-zero size."""
+def jpeg_frame_header(handle: Any) -> tuple[int, int, int] | str:
+    """Walk a JPEG's markers from byte 2 (after SOI) to its frame header (SOF): ``(marker code, byte offset of
+    the header's contents after its length field, their length)``, with ``handle`` left at that offset, or the
+    problem as text. Shared by the up-front check and the loader's rows-only decoding (``sar.data.decode``)."""
     handle.seek(2)
     while True:
         byte = handle.read(1)
@@ -136,15 +139,23 @@ def _jpeg_header_problem(handle: Any) -> str | None:
         (length,) = struct.unpack(">H", raw)
         if length < 2:
             return f"unreadable JPEG header: marker FF {code:02X} has length {length}"
-        if code in _SOF:
-            frame = handle.read(5)
-            if len(frame) < 5:
-                return "unreadable JPEG header: the frame header is cut"
-            _, height, width = struct.unpack(">BHH", frame)
-            if width == 0 or height == 0:
-                return f"unreadable JPEG header: image size {width}x{height}"
-            return None
+        if code in JPEG_SOF:
+            return code, handle.tell(), length - 2
         handle.seek(length - 2, os.SEEK_CUR)
+
+
+def _jpeg_header_problem(handle: Any) -> str | None:
+    """The problem of a JPEG's markers up to its frame header, or None for a frame of non-zero size."""
+    found = jpeg_frame_header(handle)
+    if isinstance(found, str):
+        return found
+    frame = handle.read(5)
+    if len(frame) < 5:
+        return "unreadable JPEG header: the frame header is cut"
+    _, height, width = struct.unpack(">BHH", frame)
+    if width == 0 or height == 0:
+        return f"unreadable JPEG header: image size {width}x{height}"
+    return None
 
 
 def _png_header_problem(header: bytes) -> str | None:

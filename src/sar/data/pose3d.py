@@ -113,7 +113,8 @@ class Pose3DDataset(SeededDataset):
                 rotation = float(np.clip(rng.normal() * a.rotation, -2 * a.rotation, 2 * a.rotation))
         crop_affine = T.get_affine(center, scale, rotation, self.input_size)
         matrix = crop_affine if pre is None else T.compose_affine(crop_affine, pre)
-        image, _ = encoded.decode_for_warp(matrix, self.input_size, max_factor=1, rows_only=self.decode_rows_only)
+        inverse = T.invert_affine(matrix)
+        image, _ = encoded.decode_for_warp(inverse, self.input_size, max_factor=1, rows_only=self.decode_rows_only)
         crop = T.warp(image, matrix, self.input_size)
         if rng is not None and self.aug.color_factor > 0:
             c = self.aug.color_factor
@@ -122,7 +123,7 @@ class Pose3DDataset(SeededDataset):
         points = T.transform_points(keypoints, crop_affine)
         depth = None if joints is None else joints[:, 2] - joints[self.root, 2]
         targets = self.codec.encode(points, visible, depth)
-        meta: dict[str, Any] = {"index": int(index), "inv_warp": torch.from_numpy(T.invert_affine(matrix).astype(
+        meta: dict[str, Any] = {"index": int(index), "inv_warp": torch.from_numpy(inverse.astype(
             np.float32)), "is_3d": joints is not None}
         if joints is not None and rng is None:  # evaluation: what back-projection and the metrics need
             meta.update({"joints_cam": torch.from_numpy(joints.astype(np.float64)),

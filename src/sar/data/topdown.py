@@ -254,7 +254,8 @@ class TopDownDataset(SeededDataset):
         # scale[0] image pixels span the crop's width: decode at 1/r of the size when r <= that ratio (module
         # sar.data.decode); the warp then starts from the reduced pixels' full-size coordinates
         # and only the top rows the warp reads (rows-only decoding: the same crop to the bit)
-        image, r = encoded.decode_for_warp(matrix, self.input_size, float(scale[0]) / self.input_size[0],
+        inverse = T.invert_affine(matrix)
+        image, r = encoded.decode_for_warp(inverse, self.input_size, float(scale[0]) / self.input_size[0],
                                            self.max_decode_reduction, rows_only=self.decode_rows_only)
         crop = T.warp(image, matrix if r == 1 else T.compose_affine(matrix, reduction_matrix(r)), self.input_size)
         # `keypoints` are already flipped (and index-swapped) when `pre` is set, so only the crop affine.
@@ -274,7 +275,7 @@ class TopDownDataset(SeededDataset):
             "bbox_score": float(self.bbox_scores[index]),
             "area": float(self.areas[index]),
             "bbox": torch.from_numpy(self.bboxes[index].copy()),
-            "inv_warp": torch.from_numpy(T.invert_affine(matrix).astype(np.float32)),
+            "inv_warp": torch.from_numpy(inverse.astype(np.float32)),
         }
         return {"image": tensor, "targets": {k: _to_tensor(v) for k, v in targets.items()}, "meta": meta}
 

@@ -62,8 +62,8 @@ def refine_to_peaks(points: torch.Tensor, maps: torch.Tensor, radius: torch.Tens
     among the cells above ``thr``, the highest map value times ``exp(-d^2 / (2 sigma^2))`` with ``sigma = radius /
     2`` (a soft reach: a strong peak far off loses to a fair one near the regressed point). A moved keypoint is refined
     by a quarter cell towards the higher neighbour in x and in y (HigherHRNet / MSRA rule); else it stays.
-    ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,) per pose or (M,K) per keypoint. Returns the points (M,K,2) and a (M,K) bool
-    of the moved ones."""
+    ``points`` (M,K,2) map cells, ``maps`` (K,H,W), ``radius`` (M,) per pose or (M,K) per keypoint. Returns the
+    points (M,K,2) and a (M,K) bool of the moved ones."""
     k, h, w = maps.shape
     m = points.shape[0]
     if m == 0 or k == 0:
@@ -312,9 +312,7 @@ class _CentreCodec(BottomUpCodec):
             if self.pose_window > 1:
                 points = self._window_points(conf[b], offsets[b], idx, points)
             if rmaps is not None:
-                w_map = conf.shape[-1]
-                centres = torch.stack([idx % w_map, idx // w_map], -1).to(points.dtype)
-                points = self._refined(points, rmaps[b], centres)
+                points = self._refined(points, rmaps[b], idx)
             if field is not None:
                 stride = points.new_tensor(self.stride)
                 points = stride * refine_local(points / stride, field[b], self.local_radius, self.local_steps,
@@ -343,15 +341,17 @@ class _CentreCodec(BottomUpCodec):
             return field, None
         return field, flip_back_offsets(flipped["local_offsets"].float(), flip_indices, 0.0)
 
-    def _refined(self, points: torch.Tensor, maps: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    def _refined(self, points: torch.Tensor, maps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``refine: heatmap``: :func:`refine_to_peaks` with a search radius of ``refine_radius`` times the
         size ``sqrt(w * h)`` of each regressed pose's keypoint box (at least 1 cell), widened per keypoint to
-        ``refine_far`` times its distance from the pose's centre cell (``centres`` (M,2), map cells) where that
-        is larger: a keypoint regressed further from its centre is regressed less exactly (docs/bottomup.md)."""
+        ``refine_far`` times its distance from the pose's centre cell (flat cells ``idx`` (M,) of the maps) where
+        that is larger: a keypoint regressed further from its centre is regressed less exactly (docs/bottomup.md)."""
         stride = points.new_tensor(self.stride)
         cells = points / stride
         radius = (self.refine_radius * pose_size(cells)).clamp_min(1.0)  # size in cells
         if self.refine_far > 0:
+            width = maps.shape[-1]
+            centres = torch.stack([idx % width, idx // width], -1).to(cells)  # (M,2)
             dist = (cells - centres[:, None, :]).norm(dim=-1)  # (M,K)
             radius = torch.maximum(radius[:, None], self.refine_far * dist)
         snapped, _ = refine_to_peaks(cells, maps, radius, self.refine_thr, self.refine_rule)
