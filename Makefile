@@ -18,11 +18,13 @@ install: $(VENV)/.installed
 train: $(VENV)/.installed
 	$(PY) -m sar.train $(ARGS)
 
+# The suite runs on every core (pytest-xdist; tests/conftest.py gives each worker its share of threads).
+# One process: make test ARGS="-n 0".
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto $(ARGS)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n auto -m "not slow" $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m sar.bench $(ARGS)

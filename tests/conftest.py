@@ -11,6 +11,14 @@ from typing import Any
 
 import pytest
 
+# `make test` runs the suite on every core with pytest-xdist (`-n auto`). Each worker, and every training
+# subprocess it starts (they inherit the environment), gets an equal share of the cores for its intra-op threads:
+# two workers with two threads each on a 2-core machine would make every OpenMP region wait for a thread the
+# other worker has preempted. Set before any test module imports torch; an OMP_NUM_THREADS of the user's wins.
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _XDIST_WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS))
+
 # Process-wide state a Trainer leaves behind: Lightning's SLURM/torchelastic environments write MASTER_ADDR /
 # MASTER_PORT (and the launcher the rank variables) into os.environ, and every Trainer sets the global
 # rank_zero_only.rank. A test that builds a Trainer as rank 5 of a fake SLURM job would otherwise make every
@@ -44,6 +52,17 @@ def coco_gt(coco_file: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
+def _keep_torch_threads() -> Iterator[None]:
+    """Every test starts at the process's thread count: an in-process run compared bit for bit with a training
+    subprocess (tests/test_reliability.py, test_resume.py) must use the subprocess's threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _isolate_distributed_state() -> Iterator[None]:
     from lightning_fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero
     from pytorch_lightning.utilities.rank_zero import rank_zero_only as pl_rank_zero
@@ -68,3 +87,4 @@ def local_ddp_env() -> dict[str, str]:
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_")) and k not in _DIST_ENV}
     return {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo"}
+

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sar import bench, bench_eval, bench_peer
 
@@ -77,7 +78,16 @@ def test_peer_section_rounds_and_ratios(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(bench_peer, "sar_pipeline_rate", sar_pipeline)
     monkeypatch.setattr(bench_peer, "sar_step_rate",
                         lambda head, iters, threads: {"img_per_s": 6.0, "params": MMPOSE_PARAMS[head]})
-    result = bench_peer.bench_peer(sys.executable, _fake_peer(tmp_path), shared_data / "coco", rounds=3)
+    seen_threads = []
+    monkeypatch.setattr(bench_peer, "_run_peer", lambda *a, real=bench_peer._run_peer: (
+        seen_threads.append(torch.get_num_threads()), real(*a))[1])
+    threads_before = torch.get_num_threads()
+    other = 1 if threads_before != 1 else 2
+    result = bench_peer.bench_peer(sys.executable, _fake_peer(tmp_path), shared_data / "coco", rounds=3,
+                                   threads=other)
+    # the benchmark runs at the threads asked for and gives the calling process its own count back
+    assert seen_threads == [other] * 9 and torch.get_num_threads() == threads_before
+    assert result["threads"] == other
     pipe = result["measures"]["pipeline"]
     assert pipe["mmpose"] == [100.0] * 3 and pipe["sar"] == [250.0, 200.0, 300.0]
     assert (pipe["ratio_median"], pipe["ratio_min"], pipe["ratio_max"]) == (2.5, 2.0, 3.0)
@@ -108,8 +118,6 @@ def test_peer_section_without_peer_and_bad_input(tmp_path: Path, shared_data: Pa
 def test_sar_models_have_mmpose_parameter_counts(head: str) -> None:
     """The train-step ratio compares equal architectures: sar's ResNet-50 256x192 heads (model + loss) have
     exactly mmpose's parameter counts."""
-    import torch
-
     from sar.models.losses import build_loss
     from sar.models.pose_model import build_pose_model
     from sar.utils.config import compose_train_config, to_container

@@ -29,7 +29,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,20 @@ def sar_pipeline_rate(passes: int, coco_dir: Path, rows_only: bool = True) -> di
     return {"samples_per_s": chunk * n * len(times) / sum(times), "instances": n, "rejected": rejected}
 
 
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block and restored after it (a benchmark called
+    from a longer-lived process, e.g. a test worker, must not change that process's thread count)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def sar_step_rate(head: str, iters: int, threads: int) -> dict[str, Any]:
     """One sar ResNet-50 256x192 batch-8 fp32 training step (forward, loss, backward, Adam) of ``head``, img/s
     (mean over clean iterations after 2 warm-up steps, as the peer's ``train_step`` line), and its parameters."""
@@ -107,30 +122,30 @@ def sar_step_rate(head: str, iters: int, threads: int) -> dict[str, Any]:
     from sar.models.pose_model import build_pose_model
     from sar.utils.config import compose_train_config, to_container
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    cfg = to_container(compose_train_config("backbone=resnet50", f"head={head}", "input_size=[192,256]"))
-    model, (w, h) = build_pose_model(cfg, 17)
-    loss_fn = build_loss(cfg["head"]["loss"])
-    params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in loss_fn.parameters())
-    model.train()
-    batch = 8
-    targets = {"heatmap": torch.rand(batch, 17, h, w), "keypoint_weights": torch.ones(batch, 17),
-               "keypoints_norm": torch.rand(batch, 17, 2), "keypoints_rle": torch.rand(batch, 17, 2) - 0.5}
-    opt = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=5e-4)
-    # uint8 images, normalised by the network's first step, as mmpose's step includes its data preprocessor
-    images = torch.randint(0, 256, (batch, 3, 256, 192), dtype=torch.uint8)
+    with torch_threads(threads):
+        torch.manual_seed(0)
+        cfg = to_container(compose_train_config("backbone=resnet50", f"head={head}", "input_size=[192,256]"))
+        model, (w, h) = build_pose_model(cfg, 17)
+        loss_fn = build_loss(cfg["head"]["loss"])
+        params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in loss_fn.parameters())
+        model.train()
+        batch = 8
+        targets = {"heatmap": torch.rand(batch, 17, h, w), "keypoint_weights": torch.ones(batch, 17),
+                   "keypoints_norm": torch.rand(batch, 17, 2), "keypoints_rle": torch.rand(batch, 17, 2) - 0.5}
+        opt = torch.optim.Adam([*model.parameters(), *loss_fn.parameters()], lr=5e-4)
+        # uint8 images, normalised by the network's first step, as mmpose's step includes its data preprocessor
+        images = torch.randint(0, 256, (batch, 3, 256, 192), dtype=torch.uint8)
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), targets)["total"]
-        loss.backward()
-        opt.step()
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images), targets)["total"]
+            loss.backward()
+            opt.step()
 
-    for _ in range(2):
-        step()
-    times, rejected = clean_chunks(step, iters)
-    return {"img_per_s": batch / float(np.mean(times)), "params": int(params), "rejected": rejected}
+        for _ in range(2):
+            step()
+        times, rejected = clean_chunks(step, iters)
+        return {"img_per_s": batch / float(np.mean(times)), "params": int(params), "rejected": rejected}
 
 
 def _peer_env(peer_dir: Path, coco_dir: Path, work: Path) -> dict[str, str]:
@@ -162,9 +177,12 @@ def bench_peer(peer_python: str | None, peer_dir: Path, coco_dir: Path, rounds: 
                          f"{iters}, {threads})")
     if not (peer_dir / "bench_pipeline.py").is_file() or not (peer_dir / "bench_model.py").is_file():
         raise FileNotFoundError(f"{peer_dir} lacks the peer scripts bench_pipeline.py / bench_model.py")
-    import torch
+    with torch_threads(threads):
+        return _bench_peer(peer_python, peer_dir, coco_dir, rounds, passes, iters, threads)
 
-    torch.set_num_threads(threads)
+
+def _bench_peer(peer_python: str, peer_dir: Path, coco_dir: Path, rounds: int, passes: int, iters: int,
+                threads: int) -> dict[str, Any]:
     rows: dict[str, dict[str, list[float]]] = {m: {"sar": [], "mmpose": []}
                                                for m in ("pipeline", "pipeline_all_rows",
                                                          *(f"step_{h}" for h in HEADS))}
