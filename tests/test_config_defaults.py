@@ -104,6 +104,8 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path, no_
     assert datamodule.format == config["dataset"]["format"]
     optimisers = system.configure_optimizers()
     assert optimisers["optimizer"].param_groups
+    if group == "optim":  # every shipped optimiser runs torch's one-kernel update (conf/optim/*.yaml)
+        assert optimisers["optimizer"].defaults["fused"] is True
     with torch.no_grad():
         outputs = system.model.eval()(torch.zeros(1, 3, 64, 64))
     assert outputs

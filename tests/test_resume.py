@@ -122,6 +122,14 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path: Path) -> None:
     torch.save({"hyper_parameters": {"cfg": config}}, ckpt)
     check_resume_compatible(str(ckpt), config)  # same config: fine
     check_resume_compatible(str(ckpt), {**config, "optim": {**config["optim"], "scaled": {"lr": 1.0}}})
+    # a run written before conf/optim chose the fused kernel resumes with it: the same update rule
+    unfused = {k: v for k, v in config["optim"]["optimizer"].items() if k != "fused"}
+    torch.save({"hyper_parameters": {"cfg": {**config, "optim": {**config["optim"], "optimizer": unfused}}}}, ckpt)
+    check_resume_compatible(str(ckpt), config)
+    other_rule = {**config["optim"], "optimizer": {**config["optim"]["optimizer"], "weight_decay": 0.5}}
+    with pytest.raises(ValueError, match="optim differ"):
+        check_resume_compatible(str(ckpt), {**config, "optim": other_rule})
+    torch.save({"hyper_parameters": {"cfg": config}}, ckpt)
     other = {**config, "head": {**config["head"], "name": "heatmap"}, "input_size": [96, 128]}
     with pytest.raises(ValueError, match="head, input_size differ"):
         check_resume_compatible(str(ckpt), other)

@@ -108,6 +108,9 @@ def finished_metrics(ckpt: str | Mapping[str, Any], config: dict[str, Any], run_
 
 # What must match for a resume to continue the same run.
 RESUME_KEYS = ("backbone", "neck", "head", "input_size", "optim")
+#: ``optim.optimizer`` keys that choose how the update is computed, not what it is: a run may resume with another
+#: value (a checkpoint written before ``fused: true`` was in conf/optim resumes with it).
+RESUME_FREE_OPTIMIZER_KEYS = ("fused", "foreach")
 
 
 def check_resume_compatible(ckpt: str | Mapping[str, Any], config: dict[str, Any], source: str | None = None) -> None:
@@ -120,8 +123,13 @@ def check_resume_compatible(ckpt: str | Mapping[str, Any], config: dict[str, Any
     # The stored config is data: it may predate keys or the current layout (translated as when it is built).
     saved, config = upgrade_config(saved), upgrade_config(config)
 
-    def part(value: Any) -> Any:  # the lr scaling may differ (another device count)
-        return {k: v for k, v in value.items() if k != "scaled"} if isinstance(value, dict) else value
+    def part(value: Any) -> Any:  # the lr scaling may differ (another device count), and the update's kernel
+        if not isinstance(value, dict):
+            return value
+        value = {k: v for k, v in value.items() if k != "scaled"}
+        if isinstance(value.get("optimizer"), dict):
+            value["optimizer"] = {k: v for k, v in value["optimizer"].items() if k not in RESUME_FREE_OPTIMIZER_KEYS}
+        return value
 
     differ = [k for k in RESUME_KEYS if part(saved.get(k)) != part(config[k])]
     differ += [f"dataset.{k}" for k in ("name", "spec") if saved["dataset"].get(k) != config["dataset"][k]]
