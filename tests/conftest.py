@@ -87,4 +87,3 @@ def local_ddp_env() -> dict[str, str]:
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_")) and k not in _DIST_ENV}
     return {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo"}
-

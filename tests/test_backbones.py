@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from sar.bench_peer import torch_threads
 from sar.models.backbones import build_backbone
 from sar.models.necks import FPNNeck, resolve_deconv_layers
 from sar.models.pose_model import build_pose_model
@@ -35,10 +36,8 @@ CHEAP = {"resnet18", "mobilenetv3"}  # every head on these runs unmarked
 def _single_thread():
     """One intra-op thread: these batch-1 steps (HRNet's many small ops above all) run several times slower
     with 2 OpenMP threads as soon as the cores are shared with another process (CI runner, parallel jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def backbone_cfg(name: str) -> dict:

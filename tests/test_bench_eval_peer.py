@@ -79,8 +79,13 @@ def test_peer_section_rounds_and_ratios(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(bench_peer, "sar_step_rate",
                         lambda head, iters, threads: {"img_per_s": 6.0, "params": MMPOSE_PARAMS[head]})
     seen_threads = []
-    monkeypatch.setattr(bench_peer, "_run_peer", lambda *a, real=bench_peer._run_peer: (
-        seen_threads.append(torch.get_num_threads()), real(*a))[1])
+    run_peer = bench_peer._run_peer
+
+    def counting_run_peer(*args: object) -> tuple[float, str]:
+        seen_threads.append(torch.get_num_threads())
+        return run_peer(*args)
+
+    monkeypatch.setattr(bench_peer, "_run_peer", counting_run_peer)
     threads_before = torch.get_num_threads()
     other = 1 if threads_before != 1 else 2
     result = bench_peer.bench_peer(sys.executable, _fake_peer(tmp_path), shared_data / "coco", rounds=3,

@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from sar import stored_config
+from sar.bench_peer import torch_threads
 from sar.build import build_datamodule, build_system
 from sar.data.datamodule import TopDownDataModule
 from sar.data.pose3d import Pose3DDataModule
@@ -44,10 +45,8 @@ SMALL_INPUT = "input_size=[64,64]"
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture
